@@ -1,0 +1,64 @@
+"""Checkpoints: plain tensors and numbers only, written atomically, loaded without
+unpickling code (``torch.load(weights_only=True)``).
+
+A checkpoint is ``{"format", "config", "model_config", "model", "optimizer", "rng",
+"epoch"}``: enough to rebuild the model from the registry and continue training
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.errors import VaelabError
+from vaelab.fileio import atomic_write_bytes
+
+FORMAT = "vaelab-checkpoint-1"
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path | str, **content: Any) -> None:
+    """Write ``content`` (tensors, dicts, lists, numbers, strings) atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **content}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a vaelab checkpoint safely; a clear VaelabError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaelabError(f"{path}: no checkpoint there")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise VaelabError(
+            f"{path}: refused to load: it is not a plain-tensor checkpoint ({first[:160]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise VaelabError(
+            f"{path}: truncated or corrupt checkpoint ({str(exc).splitlines()[0][:160]}); "
+            "use another checkpoint or retrain"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise VaelabError(f"{path}: not a vaelab checkpoint")
+    return ckpt

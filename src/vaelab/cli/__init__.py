@@ -1,0 +1,71 @@
+"""The ``vaelab`` command: a thin layer of argparse over the library.
+
+Each subcommand parses its arguments and calls one library function; heavy imports
+(torch, matplotlib) happen inside the command so ``vaelab --help`` is instant. Errors the
+user can fix print one line on stderr and exit 2 (divergence: 3); no tracebacks unless
+``VAELAB_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+# Each module registers its subcommands; adding a command area adds one line here.
+COMMAND_MODULES = [
+    "vaelab.cli.train",
+]
+
+
+def build_parser() -> Parser:
+    import importlib
+
+    from vaelab import __version__
+
+    parser = Parser(prog="vaelab", description="Variational autoencoders: train, measure, see.")
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Parser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from vaelab.errors import VaelabError
+
+    try:
+        return args.func(args)
+    except VaelabError as exc:
+        sys.stderr.write(f"vaelab: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("vaelab: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug, not a user error: one line unless asked for more
+        if os.environ.get("VAELAB_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"vaelab: internal error: {type(exc).__name__}: {exc} "
+            "(set VAELAB_DEBUG=1 for the traceback)\n"
+        )
+        return 1

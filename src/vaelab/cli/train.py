@@ -1,0 +1,170 @@
+"""Training commands: ``vaelab train``, ``vaelab models``, ``vaelab data``."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULTS_NOTE = (
+    "defaults are the lecture's: MNIST, d=20, hidden=d^2, BCE+KL, Adam 1e-3, batch 256, 10 epochs"
+)
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Training flags. Defaults are SUPPRESSed so that only flags the user gave reach the
+    config (and --resume can tell which settings were asked to change)."""
+    from vaelab.config import TrainConfig
+
+    d = TrainConfig()
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        default=S,
+        help=f"mnist, fashion-mnist, an IDX folder or an .npz (default {d.dataset})",
+    )
+    g.add_argument(
+        "--data-dir", default=S, help="look here first for the data files (also $VAELAB_DATA)"
+    )
+    g.add_argument(
+        "--limit",
+        type=int,
+        default=S,
+        metavar="N",
+        help="train on the first N training images only",
+    )
+    g.add_argument(
+        "--binarize",
+        default=S,
+        choices=["none", "dynamic", "static"],
+        help="Bernoulli-binarised pixels: dynamic re-samples each batch (default none)",
+    )
+    g = p.add_argument_group("model and loss")
+    g.add_argument(
+        "--model", default=S, help=f"model name, see `vaelab models` (default {d.model})"
+    )
+    g.add_argument(
+        "--latent-dim",
+        type=int,
+        default=S,
+        metavar="D",
+        help=f"latent size d (default {d.latent_dim})",
+    )
+    g.add_argument("--hidden", type=int, default=S, metavar="H", help="hidden units (default d^2)")
+    g.add_argument(
+        "--recon", default=S, choices=["bce", "mse"], help="reconstruction loss (default bce)"
+    )
+    g.add_argument(
+        "--beta", type=float, default=S, help=f"weight of the KL term (default {d.beta:g})"
+    )
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {d.lr:g})")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=S,
+        metavar="B",
+        help=f"batch size (default {d.batch_size})",
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=S,
+        metavar="E",
+        help=f"training epochs after epoch 0 (default {d.epochs})",
+    )
+    g.add_argument("--seed", type=int, default=S, help=f"random seed (default {d.seed})")
+    g.add_argument(
+        "--device", default=S, choices=["auto", "cpu", "cuda"], help="where to train (default auto)"
+    )
+    g = p.add_argument_group("run directory")
+    g.add_argument(
+        "--out", default=S, metavar="RUN", help="run directory to create (default runs/<timestamp>)"
+    )
+    g.add_argument(
+        "--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint"
+    )
+    g.add_argument(
+        "--embed-epochs",
+        type=int_list,
+        default=S,
+        metavar="LIST",
+        help="epochs whose test-set latents are cached (default 0,5,10 that run, and the last)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+RUN_ONLY = {"out", "resume", "quiet"}
+RESUMABLE = {"epochs", "device"}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vaelab.config import TrainConfig
+    from vaelab.errors import VaelabError
+    from vaelab.train import train
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    quiet = given.pop("quiet", False)
+    log = (lambda _msg: None) if quiet else print
+    if "resume" in given:
+        changed = sorted(set(given) - RUN_ONLY - RESUMABLE)
+        if changed:
+            raise VaelabError(
+                "--resume continues with the run's saved settings; only --epochs and --device "
+                f"can change (got --{changed[0].replace('_', '-')})"
+            )
+        root = train(
+            resume=given["resume"],
+            epochs=given.get("epochs"),
+            device=given.get("device"),
+            progress=not quiet,
+            log=log,
+        )
+    else:
+        config = TrainConfig(**{k: v for k, v in given.items() if k not in RUN_ONLY})
+        root = train(config, out=given.get("out"), progress=not quiet, log=log)
+    log(f"run written to {root}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from vaelab.models import MODELS
+
+    width = max(map(len, MODELS))
+    for name, entry in MODELS.items():
+        print(f"{name:<{width}}  {entry.summary}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from vaelab.data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir)
+    x = data.x_train
+    print(
+        f"{data.name}: {len(x)} train / {len(data.x_test)} test images of shape "
+        f"{tuple(data.input_shape)}, values in [{float(x.min()):g}, {float(x.max()):g}], "
+        f"train mean {float(x.mean()):.4f} std {float(x.std()):.4f}"
+    )
+    print(f"sha256 {data.sha256}\nsource {data.source}")
+    return 0
+
+
+def register(command) -> None:
+    p = command("train", cmd_train, "train a model and write a run directory")
+    p.epilog = DEFAULTS_NOTE
+    add_train_arguments(p)
+    command("models", cmd_models, "list the registered models")
+    p = command("data", cmd_data, "load a dataset (filling the cache) and print its statistics")
+    p.add_argument(
+        "--dataset", default="mnist", help="mnist, fashion-mnist, an IDX folder or an .npz"
+    )
+    p.add_argument("--data-dir", default=None, help="look here first for the data files")

@@ -1,0 +1,117 @@
+"""The VAE's maths as pure, per-example functions.
+
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (https://arxiv.org/abs/1312.6114):
+the loss is the negative evidence lower bound,
+
+    -ELBO(x) = E_q(z|x)[-log p(x|z)] + beta * KL(q(z|x) || p(z)),
+
+with q(z|x) = N(mu, diag(exp(logvar))) and p(z) = N(0, I); beta = 1 is the original VAE,
+beta != 1 the beta-VAE of Higgins et al. 2017. Every function here returns one value per
+example (shape (B,)); callers sum or average.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, eps: Tensor | None = None) -> Tensor:
+    """z = mu + eps * sigma, sigma = exp(0.5 * logvar), eps ~ N(0, I).
+
+    The noise is an extra input, so gradients flow to mu and logvar through the sum and
+    product (the reparameterisation trick, Kingma & Welling 2014, section 2.4).
+    """
+    if eps is None:
+        eps = torch.randn_like(mu)
+    return mu + eps * torch.exp(0.5 * logvar)
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per example, in nats.
+
+    KL = 0.5 * sum_j (exp(logvar_j) - logvar_j - 1 + mu_j^2)   (Kingma & Welling,
+    appendix B). The term V - log V - 1 is zero only at V = 1; mu^2 pulls means to 0.
+    """
+    return 0.5 * (logvar.exp() - logvar - 1.0 + mu.pow(2)).sum(dim=-1)
+
+
+def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """The KL above without the sum: shape (B, d), one term per latent dimension."""
+    return 0.5 * (logvar.exp() - logvar - 1.0 + mu.pow(2))
+
+
+def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
+    """-log p(x|z) for pixels x in [0, 1] under Bernoulli(sigmoid(logits)), per example.
+
+    = -sum_i [x_i log sigmoid(l_i) + (1 - x_i) log(1 - sigmoid(l_i))], i.e. the lecture's
+    binary cross-entropy of sigmoid(logits) summed over pixels, computed from logits
+    (log-sum-exp form) so that saturated pixels never give log(0).
+    """
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def half_squared_error(x_hat: Tensor, x: Tensor) -> Tensor:
+    """0.5 * sum_i (x_hat_i - x_i)^2 per example: a unit-variance Gaussian's -log p(x|z)
+    up to the constant 0.5 * D * log(2 pi), the lecture's (half) MSE option."""
+    return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1)
+
+
+def reconstruction_loss(logits: Tensor, x: Tensor, recon: str = "bce") -> Tensor:
+    """Per-example reconstruction term: ``bce`` from logits or ``mse`` on sigmoid means."""
+    if recon == "bce":
+        return bernoulli_nll(logits, x)
+    if recon == "mse":
+        return half_squared_error(torch.sigmoid(logits), x)
+    raise ValueError(f"unknown reconstruction loss {recon!r}")
+
+
+class LossTerms(NamedTuple):
+    """Per-example loss and its parts: loss = recon + beta * kl."""
+
+    loss: Tensor
+    recon: Tensor
+    kl: Tensor
+
+
+def negative_elbo(
+    logits: Tensor,
+    x: Tensor,
+    mu: Tensor,
+    logvar: Tensor | None,
+    beta: float = 1.0,
+    recon: str = "bce",
+) -> LossTerms:
+    """-ELBO = recon + beta * KL per example. ``logvar=None`` (a plain autoencoder) has
+    no posterior variance and no KL term."""
+    rec = reconstruction_loss(logits, x, recon)
+    kl = torch.zeros_like(rec) if logvar is None else gaussian_kl(mu, logvar)
+    return LossTerms(rec + beta * kl, rec, kl)
+
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def log_normal_diag(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dimension.
+
+    = -0.5 * sum_j (log 2 pi + logvar_j + (z_j - mu_j)^2 / exp(logvar_j))."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(dim=-1)
+
+
+def log_standard_normal(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over the last dimension: -0.5 * sum_j (log 2 pi + z_j^2)."""
+    return -0.5 * (LOG_2PI + z.pow(2)).sum(dim=-1)
+
+
+def iwae_bound(log_weights: Tensor) -> Tensor:
+    """The importance-weighted bound from K log-weights per example (dim 0 = samples).
+
+    log_w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x);
+    L_K = logsumexp_k(log_w_k) - log K  (Burda, Grosse & Salakhutdinov 2015, eq. 8,
+    https://arxiv.org/abs/1509.00519). L_1 is the ELBO; L_K rises towards log p(x)."""
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])

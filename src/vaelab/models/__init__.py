@@ -1,0 +1,46 @@
+"""Model registry: one name -> (config dataclass, model class, one-line summary).
+
+Adding a model adds one file and one line here; the trainer never changes. Every model
+has ``encode(x) -> (mu, logvar)`` (``logvar`` is None for deterministic autoencoders),
+``decode_logits(z) -> (B, D)``, ``decode(z) -> pixel means in [0, 1]`` and
+``forward(x) -> (x_hat, mu, logvar)``, with D the flattened input size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from vaelab.models.ae import AE
+from vaelab.models.vae import VAE, MLPConfig
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    config_cls: type
+    model_cls: type[nn.Module]
+    summary: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "vae": ModelEntry(MLPConfig, VAE, "the lecture's MLP VAE: D-h-2d encoder, d-h-D decoder"),
+    "ae": ModelEntry(MLPConfig, AE, "the same MLP as a plain autoencoder (no variance, no KL)"),
+}
+
+
+def model_config(name: str, **values: Any) -> Any:
+    """The named model's config dataclass built from ``values`` (unknown keys ignored)."""
+    cls = MODELS[name].config_cls
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def build_model(name: str, **values: Any) -> nn.Module:
+    """Instantiate the registered model ``name`` from config values."""
+    return MODELS[name].model_cls(model_config(name, **values))
+
+
+__all__ = ["MODELS", "AE", "VAE", "MLPConfig", "build_model", "model_config"]

@@ -1,0 +1,40 @@
+"""A plain autoencoder with the lecture's MLP shape: the zero-variance special case of the
+VAE (lecture section 2). It encodes only a point per input, has no KL term, and its
+latent space has no structure between training points (lecture section 6.5).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vaelab.models.vae import MLPConfig
+
+
+class AE(nn.Module):
+    stochastic = False
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.config = config
+        D, h, d = config.input_size, config.hidden, config.latent_dim
+        self.latent_dim = d
+        self.encoder = nn.Sequential(nn.Linear(D, h), nn.ReLU(), nn.Linear(h, d))
+        self.decoder = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, D))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, None]:
+        """x: (B, *input_shape) or (B, D) -> (code (B, d), None): no variance."""
+        return self.encoder(x.flatten(1)), None
+
+    def reparameterize(self, mu: Tensor, logvar: None) -> Tensor:
+        return mu
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, None]:
+        z, _ = self.encode(x)
+        return self.decode(z), z, None

@@ -1,0 +1,68 @@
+"""The practicum's VAE (Kingma & Welling 2014, "Auto-Encoding Variational Bayes",
+https://arxiv.org/abs/1312.6114), as an MLP: lecture section 5.
+
+Encoder Linear(D, h) -> ReLU -> Linear(h, 2d), viewed as (B, 2, d) into mu and logvar;
+decoder Linear(d, h) -> ReLU -> Linear(h, D) -> Sigmoid. D comes from the data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from vaelab.losses import reparameterize
+
+# exp(LOGVAR_MAX) = 4.9e8 and exp(LOGVAR_MIN) = 9e-14 stay finite in float32 and bfloat16.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+@dataclass
+class MLPConfig:
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    latent_dim: int = 20
+    hidden: int = 400
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+
+    @property
+    def input_size(self) -> int:
+        return math.prod(self.input_shape)
+
+
+class VAE(nn.Module):
+    stochastic = True
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.config = config
+        D, h, d = config.input_size, config.hidden, config.latent_dim
+        self.latent_dim = d
+        self.encoder = nn.Sequential(nn.Linear(D, h), nn.ReLU(), nn.Linear(h, 2 * d))
+        self.decoder = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, D))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, *input_shape) or (B, D) -> mu, logvar: (B, d) each."""
+        stats = self.encoder(x.flatten(1)).view(-1, 2, self.latent_dim)  # (B, 2, d)
+        mu, logvar = stats[:, 0, :], stats[:, 1, :]
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """A sample z ~ q(z|x) while training; the mean mu in eval mode (lecture 3)."""
+        return reparameterize(mu, logvar) if self.training else mu
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        """z: (B, d) -> Bernoulli logits (B, D)."""
+        return self.decoder(z)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z: (B, d) -> pixel means in [0, 1], (B, D)."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x -> (x_hat (B, D), mu (B, d), logvar (B, d))."""
+        mu, logvar = self.encode(x)
+        return self.decode(self.reparameterize(mu, logvar)), mu, logvar

