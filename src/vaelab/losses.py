@@ -115,3 +115,10 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     L_K = logsumexp_k(log_w_k) - log K  (Burda, Grosse & Salakhutdinov 2015, eq. 8,
     https://arxiv.org/abs/1509.00519). L_1 is the ELBO; L_K rises towards log p(x)."""
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def importance_log_weights(log_px_given_z: Tensor, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log w = log p(x|z) + log p(z) - log q(z|x) for samples z ~ q(z|x) = N(mu, exp(logvar)).
+
+    Shapes broadcast: e.g. log_px_given_z (K, B), z (K, B, d), mu and logvar (B, d)."""
+    return log_px_given_z + log_standard_normal(z) - log_normal_diag(z, mu, logvar)
