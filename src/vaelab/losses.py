@@ -36,13 +36,15 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
     KL = 0.5 * sum_j (exp(logvar_j) - logvar_j - 1 + mu_j^2)   (Kingma & Welling,
     appendix B). The term V - log V - 1 is zero only at V = 1; mu^2 pulls means to 0.
+    Computed as expm1(logvar) - logvar, which never rounds below zero (exp(lv) - lv - 1
+    does, for |lv| near float32's epsilon).
     """
-    return 0.5 * (logvar.exp() - logvar - 1.0 + mu.pow(2)).sum(dim=-1)
+    return gaussian_kl_per_dim(mu, logvar).sum(dim=-1)
 
 
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     """The KL above without the sum: shape (B, d), one term per latent dimension."""
-    return 0.5 * (logvar.exp() - logvar - 1.0 + mu.pow(2))
+    return 0.5 * (torch.expm1(logvar) - logvar + mu.pow(2))
 
 
 def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
@@ -122,3 +124,69 @@ def importance_log_weights(log_px_given_z: Tensor, z: Tensor, mu: Tensor, logvar
 
     Shapes broadcast: e.g. log_px_given_z (K, B), z (K, B, d), mu and logvar (B, d)."""
     return log_px_given_z + log_standard_normal(z) - log_normal_diag(z, mu, logvar)
+
+
+# Likelihoods p(x|z) beyond the lecture's BCE: -log p(x|z) per example from the decoder's
+# logits, (N, D) -> (N,). ``likelihood_nll`` dispatches on the name.
+
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+CB_TAYLOR_BAND = 0.02  # |logit| below this (|lambda - 0.5| < 0.005): the Taylor series
+
+
+def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
+    """log C(lambda) elementwise, lambda = sigmoid(logits), for the continuous Bernoulli
+
+        p(x | lambda) = C(lambda) * lambda^x * (1 - lambda)^(1 - x),  x in [0, 1],
+        C(lambda) = 2 artanh(1 - 2 lambda) / (1 - 2 lambda),  C(1/2) = 2
+
+    (Loaiza-Ganem & Cunningham 2019, "The continuous Bernoulli: fixing a pervasive error in
+    variational autoencoders", https://arxiv.org/abs/1907.06845, eq. 7). With
+    artanh(1 - 2 lambda) = -l/2 for l = logit(lambda) this is C = l / tanh(l / 2): no
+    1 - 2 lambda cancels. At l = 0 it is 0/0, so in a band |l| < CB_TAYLOR_BAND the series
+    log C = log 2 + u^2/3 - 7 u^4/90 + 62 u^6/2835 + O(u^8), u = l/2 (error < 1e-17) is used.
+    """
+    a = logits.abs()
+    outside = a >= CB_TAYLOR_BAND
+    safe = torch.where(outside, a, torch.full_like(a, 1.0))  # no 0/0, not even in the grad
+    exact = torch.log(safe) - torch.log(torch.tanh(0.5 * safe))
+    u2 = (0.5 * a).pow(2)
+    series = math.log(2.0) + u2 * (1.0 / 3.0 + u2 * (-7.0 / 90.0 + u2 * (62.0 / 2835.0)))
+    return torch.where(outside, exact, series)
+
+
+def continuous_bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
+    """-log p(x|z) for x in [0, 1] under the continuous Bernoulli, per example:
+
+    = sum_i [BCE(l_i, x_i) - log C(sigmoid(l_i))]: the lecture's BCE plus the log-normaliser
+    that makes it a density on [0, 1] (Loaiza-Ganem & Cunningham 2019, eq. 7). Note: the
+    distribution's mean is not lambda = sigmoid(l) (except at 1/2); ``decode`` returns lambda.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return (bce - continuous_bernoulli_log_norm(logits)).flatten(1).sum(1)
+
+
+def gaussian_nll(mean: Tensor, x: Tensor, log_sigma: Tensor | float) -> Tensor:
+    """-log N(x; mean, sigma^2 I) per example, with one scale sigma = exp(log_sigma):
+
+    = sum_i [0.5 (x_i - mean_i)^2 / sigma^2 + log sigma + 0.5 log 2 pi], a normalised density
+    (at sigma = 1 it is ``half_squared_error`` + 0.5 D log 2 pi). A learned sigma is the
+    "calibrated decoder" of Rybkin et al. 2021 (https://arxiv.org/abs/2006.13202)."""
+    log_sigma = torch.as_tensor(log_sigma, dtype=mean.dtype, device=mean.device)
+    D = mean[0].numel()
+    sq = (x - mean).pow(2).flatten(1).sum(1)
+    return 0.5 * sq * torch.exp(-2.0 * log_sigma) + D * (log_sigma + 0.5 * LOG_2PI)
+
+
+def likelihood_nll(
+    logits: Tensor, x: Tensor, likelihood: str, log_sigma: Tensor | float = 0.0
+) -> Tensor:
+    """-log p(x|z) per example for a named likelihood; the decoder's output is ``logits``
+    (Bernoulli / continuous-Bernoulli logits, or the Gaussian mean's logit: mean =
+    sigmoid(logits), as in the lecture's MSE on the sigmoid output)."""
+    if likelihood == "bernoulli":
+        return bernoulli_nll(logits, x)
+    if likelihood == "continuous-bernoulli":
+        return continuous_bernoulli_nll(logits, x)
+    if likelihood == "gaussian":
+        return gaussian_nll(torch.sigmoid(logits), x, log_sigma)
+    raise ValueError(f"unknown likelihood {likelihood!r}")

@@ -3,7 +3,9 @@
 Adding a model adds one file and one line here; the trainer never changes. Every model
 has ``encode(x) -> (mu, logvar)`` (``logvar`` is None for deterministic autoencoders),
 ``decode_logits(z) -> (B, D)``, ``decode(z) -> pixel means in [0, 1]`` and
-``forward(x) -> (x_hat, mu, logvar)``, with D the flattened input size.
+``forward(x) -> (x_hat, mu, logvar)``, with D the flattened input size. A model whose
+config has ``learn_sigma=True`` also holds ``log_sigma``, the learned scale of a Gaussian
+decoder (``--likelihood gaussian --gaussian-sigma learned``); otherwise it is None.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 from torch import nn
 
 from vaelab.models.ae import AE
+from vaelab.models.conv_ae import ConvAE
+from vaelab.models.conv_vae import ConvConfig, ConvVAE
 from vaelab.models.vae import VAE, MLPConfig
 
 
@@ -28,6 +32,10 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "vae": ModelEntry(MLPConfig, VAE, "the lecture's MLP VAE: D-h-2d encoder, d-h-D decoder"),
     "ae": ModelEntry(MLPConfig, AE, "the same MLP as a plain autoencoder (no variance, no KL)"),
+    "conv-vae": ModelEntry(
+        ConvConfig, ConvVAE, "conv VAE: 2 stride-2 convs (32, 64) -> h -> 2d, mirrored decoder"
+    ),
+    "conv-ae": ModelEntry(ConvConfig, ConvAE, "the conv VAE's networks as a plain autoencoder"),
 }
 
 
@@ -43,4 +51,14 @@ def build_model(name: str, **values: Any) -> nn.Module:
     return MODELS[name].model_cls(model_config(name, **values))
 
 
-__all__ = ["MODELS", "AE", "VAE", "MLPConfig", "build_model", "model_config"]
+__all__ = [
+    "MODELS",
+    "AE",
+    "VAE",
+    "ConvAE",
+    "ConvConfig",
+    "ConvVAE",
+    "MLPConfig",
+    "build_model",
+    "model_config",
+]

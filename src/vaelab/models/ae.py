@@ -21,6 +21,7 @@ class AE(nn.Module):
         self.latent_dim = d
         self.encoder = nn.Sequential(nn.Linear(D, h), nn.ReLU(), nn.Linear(h, d))
         self.decoder = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, D))
+        self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
     def encode(self, x: Tensor) -> tuple[Tensor, None]:
         """x: (B, *input_shape) or (B, D) -> (code (B, d), None): no variance."""

@@ -24,6 +24,7 @@ class MLPConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)
     latent_dim: int = 20
     hidden: int = 400
+    learn_sigma: bool = False  # a learned Gaussian decoder scale (--gaussian-sigma learned)
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
@@ -43,6 +44,7 @@ class VAE(nn.Module):
         self.latent_dim = d
         self.encoder = nn.Sequential(nn.Linear(D, h), nn.ReLU(), nn.Linear(h, 2 * d))
         self.decoder = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, D))
+        self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, *input_shape) or (B, D) -> mu, logvar: (B, d) each."""

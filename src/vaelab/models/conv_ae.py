@@ -1,0 +1,40 @@
+"""The convolutional VAE's networks as a plain autoencoder: the zero-variance contrast
+(lecture sections 2 and 6.5) for the convolutional family. No posterior variance, no KL.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vaelab.models.conv_vae import ConvConfig, ConvDecoder, ConvEncoder
+
+
+class ConvAE(nn.Module):
+    stochastic = False
+
+    def __init__(self, config: ConvConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.latent_dim = config.latent_dim
+        self.encoder = ConvEncoder(config, config.latent_dim)
+        self.decoder = ConvDecoder(config)
+        self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
+
+    def encode(self, x: Tensor) -> tuple[Tensor, None]:
+        """x: (B, C, H, W) or (B, D) -> (code (B, d), None): no variance."""
+        return self.encoder(x), None
+
+    def reparameterize(self, mu: Tensor, logvar: None) -> Tensor:
+        return mu
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        """z: (B, d) -> logits (B, D)."""
+        return self.decoder(z)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, None]:
+        z, _ = self.encode(x)
+        return self.decode(z), z, None
