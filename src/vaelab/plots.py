@@ -95,3 +95,274 @@ def plot_rows(
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     axes[0, 0].set_title(title)
     return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------ the lecture's figures
+
+
+def class_colours(labels: np.ndarray, names: Sequence[str] = ()):
+    """One colour per class, the same in every panel: (cmap, norm, ticks, tick labels),
+    or None when nothing is labelled (then no colour encodes a value)."""
+    from matplotlib.colors import BoundaryNorm
+
+    present = np.asarray(labels)[np.asarray(labels) >= 0]
+    if len(present) == 0:
+        return None
+    k = max(int(present.max()) + 1, len(names), 1)
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
+    norm = BoundaryNorm(np.arange(-0.5, k), k)
+    ticks = list(range(k))
+    tick_labels = [names[i] if i < len(names) else str(i) for i in ticks]
+    return cmap, norm, ticks, tick_labels
+
+
+def _class_colourbar(fig, axes, colours, label: str = "class") -> None:
+    from matplotlib.cm import ScalarMappable
+
+    cmap, norm, ticks, tick_labels = colours
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, ticks=ticks, shrink=0.9)
+    bar.ax.set_yticklabels(tick_labels, fontsize=8)
+    bar.set_label(label)
+
+
+def plot_embeddings(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    title: str,
+    path: Path | str,
+    axis_name: str = "t-SNE",
+    class_names: Sequence[str] = (),
+) -> Path:
+    """One scatter panel per (panel title, xy (n, 2), labels (n,)), coloured by class with
+    one colour map for all panels and a colour bar (lecture section 6.4)."""
+    colours = class_colours(np.concatenate([p[2] for p in panels]), class_names)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.9 * len(panels) + 1.2, 4.1), squeeze=False, layout="constrained"
+    )
+    for ax, (name, xy, labels) in zip(axes[0], panels):
+        if colours is None:
+            ax.scatter(xy[:, 0], xy[:, 1], s=5, c="0.3", linewidths=0)
+        else:
+            cmap, norm = colours[:2]
+            ax.scatter(xy[:, 0], xy[:, 1], s=5, c=labels, cmap=cmap, norm=norm, linewidths=0)
+        ax.set_title(name)
+        ax.set_xlabel(f"{axis_name} 1")
+        ax.set_ylabel(f"{axis_name} 2")
+        ax.tick_params(labelsize=7)
+    if colours is not None:
+        _class_colourbar(fig, axes[0].tolist(), colours)
+    fig.suptitle(_wrap(title, len(panels)))
+    return save_figure(fig, path)
+
+
+def _wrap(title: str, panels: int) -> str:
+    """A figure title broken into lines that fit above ``panels`` panels."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, 45 * panels + 15))
+
+
+def _bubble_limit(panels: Sequence[dict]) -> float:
+    """A symmetric axis limit that shows (nearly) every bubble of every panel, >= 3."""
+    reach = [np.abs(p["mu"]) + p["sigma"] for p in panels]
+    return float(max(3.0, *(np.percentile(r, 99.5) * 1.05 for r in reach)))
+
+
+def draw_bubbles(
+    ax, data: dict, dims: Sequence[int], colours, limit: float, title: str, stochastic: bool
+) -> None:
+    """Posterior ellipses mu +/- sigma of each point on ``ax`` (points for a plain AE),
+    with the prior's 1- and 2-sigma circles dashed."""
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.patches import Circle
+
+    mu, sigma, labels = data["mu"], data["sigma"], data["labels"]
+    if colours is None:
+        face = np.tile([0.3, 0.3, 0.3, 1.0], (len(mu), 1))
+    else:
+        face = colours[0](colours[1](labels))
+    if stochastic:
+        face[:, 3] = 0.18
+        ax.add_collection(
+            EllipseCollection(
+                2 * sigma[:, 0],
+                2 * sigma[:, 1],
+                np.zeros(len(mu)),
+                units="xy",
+                offsets=mu,
+                offset_transform=ax.transData,
+                facecolors=face,
+                edgecolors=face[:, :3] * 0.8,
+                linewidths=0.2,
+            )
+        )
+    ax.scatter(
+        mu[:, 0], mu[:, 1], s=1.5 if stochastic else 4, c=face[:, :3], linewidths=0, zorder=3
+    )
+    for r in (1, 2):
+        ax.add_patch(Circle((0, 0), r, fill=False, ls="--", lw=0.8, ec="0.2", zorder=4))
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"z{dims[0] + 1}")
+    ax.set_ylabel(f"z{dims[-1] + 1}")
+    ax.set_title(title, fontsize=10)
+
+
+def plot_bubbles(
+    panels: Sequence[tuple[str, dict]],
+    dims: Sequence[int],
+    title: str,
+    path: Path | str,
+    stochastic: bool = True,
+    class_names: Sequence[str] = (),
+) -> Path:
+    """The lecture's bubbles: one panel per (panel title, bubbles dict) with shared axes."""
+    colours = class_colours(np.concatenate([p[1]["labels"] for p in panels]), class_names)
+    limit = _bubble_limit([p[1] for p in panels])
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.9 * len(panels) + 1.2, 4.3), squeeze=False, layout="constrained"
+    )
+    for ax, (name, data) in zip(axes[0], panels):
+        draw_bubbles(ax, data, dims, colours, limit, name, stochastic)
+    if colours is not None:
+        _class_colourbar(fig, axes[0].tolist(), colours)
+    fig.suptitle(_wrap(title, len(panels)))
+    return save_figure(fig, path)
+
+
+def bubbles_gif(
+    panels: Sequence[tuple[str, dict]],
+    dims: Sequence[int],
+    title: str,
+    path: Path | str,
+    stochastic: bool = True,
+    class_names: Sequence[str] = (),
+    seconds_per_frame: float = 1.2,
+) -> Path:
+    """The same panels as frames of an endless animated GIF (Pillow), same size each."""
+    from PIL import Image
+
+    colours = class_colours(np.concatenate([p[1]["labels"] for p in panels]), class_names)
+    limit = _bubble_limit([p[1] for p in panels])
+    frames = []
+    for name, data in panels:
+        fig, ax = plt.subplots(figsize=(5.6, 4.8), layout="constrained")
+        draw_bubbles(ax, data, dims, colours, limit, name, stochastic)
+        if colours is not None:
+            _class_colourbar(fig, [ax], colours)
+        fig.suptitle(title, fontsize=10)
+        fig.set_dpi(100)
+        fig.canvas.draw()
+        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
+        plt.close(fig)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    palette = [f.quantize(colors=255, method=Image.Quantize.MEDIANCUT) for f in frames]
+    palette[0].save(
+        path,
+        save_all=True,
+        append_images=palette[1:],
+        duration=int(seconds_per_frame * 1000),
+        loop=0,
+    )
+    return path
+
+
+def _tick(value: float) -> str:
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
+def plot_manifold(
+    images: np.ndarray,
+    input_shape: Sequence[int],
+    u: np.ndarray,
+    v: np.ndarray,
+    dims: Sequence[int],
+    title: str,
+    path: Path | str,
+) -> Path:
+    """The decoded grid over two latent dimensions, ticks at the cells' z values."""
+    grid = len(u)
+    pics = to_images(images, input_shape)
+    h, w = pics.shape[1:3]
+    mosaic = tile(pics, grid, pad=0)
+    size = min(9.0, max(4.0, 0.3 * grid + 1.5))
+    fig, ax = plt.subplots(figsize=(size + 0.6, size + 0.4))
+    ax.imshow(
+        mosaic,
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0, grid * w, grid * h, 0),
+    )
+    step = max(1, grid // 8)
+    cols = list(range(0, grid, step))
+    ax.set_xticks([(c + 0.5) * w for c in cols], [_tick(u[c]) for c in cols], fontsize=8)
+    rows = list(range(0, grid, step))  # row 0 at the top holds the largest v
+    ax.set_yticks([(r + 0.5) * h for r in rows], [_tick(v[::-1][r]) for r in rows], fontsize=8)
+    ax.set_xlabel(f"z{dims[0] + 1}")
+    ax.set_ylabel(f"z{dims[-1] + 1}")
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def _loss_series(metrics: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(m["epoch"], m[key]) for m in metrics if m.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_losses(runs: Sequence[tuple[str, Sequence[dict]]], title: str, path: Path | str) -> Path:
+    """Train and test loss per epoch and its two parts, reconstruction and KL, for one or
+    more (name, metrics rows) runs; the loss and reconstruction on a log scale."""
+    from matplotlib.ticker import FuncFormatter
+
+    parts = [("loss", "loss = recon + beta * KL"), ("recon", "reconstruction"), ("kl", "KL")]
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.8), layout="constrained")
+    styles = ["-", "--", ":", "-."]
+    for ax, (key, name) in zip(axes, parts):
+        values = []
+        for i, (run_name, metrics) in enumerate(runs):
+            prefix = f"{run_name}: " if len(runs) > 1 else ""
+            for split, colour in (("train", "C0"), ("test", "C1")):
+                x, y = _loss_series(metrics, f"{split}_{key}")
+                if x:
+                    ax.plot(
+                        x,
+                        y,
+                        styles[i % 4],
+                        color=colour,
+                        marker="o",
+                        ms=3,
+                        label=f"{prefix}{split}",
+                    )
+                    values += y
+        if key != "kl" and values and min(values) > 0:  # epoch 0 is ~5x the trained loss
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda y, _pos: f"{y:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+            ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per sample")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_kl_per_dim(kl: np.ndarray, title: str, path: Path | str, threshold: float = 0.01) -> Path:
+    """Mean KL of each latent dimension as bars, the 'used' threshold dashed."""
+    d = len(kl)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.3 * d + 2), 3.4))
+    colours = ["C0" if k > threshold else "0.6" for k in kl]
+    ax.bar(np.arange(1, d + 1), kl, color=colours)
+    ax.axhline(threshold, ls="--", lw=0.8, color="0.3", label=f"{threshold:g} nats")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("mean KL (nats)")
+    ax.set_xticks(np.arange(1, d + 1), [str(i) for i in range(1, d + 1)], fontsize=7)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,311 @@
+"""What the lecture shows, as arrays: prior samples, interpolations, 2-D embeddings of the
+cached test means, KL per latent dimension, posterior "bubbles" and the latent manifold.
+
+Compute only: every function here returns numpy arrays; :mod:`vaelab.plots` draws them
+and :mod:`vaelab.figures` ties the two to a run directory. Anything deterministic
+(interpolation, embeddings, the manifold) uses the posterior means, as the lecture does.
+
+Embedding cache (read by other tools, e.g. the latent-space explorer; keep it stable)::
+
+    RUN/embeddings/epoch-NNN-<method>.npz      method: tsne | pca
+        xy       float32 (n, 2)  the 2-D embedding of the cached test means mu
+        labels   int64   (n,)    the test labels of those points (-1 where unlabelled)
+        indices  int64   (n,)    their indices in the test set (currently 0..n-1)
+
+It is written by :func:`cached_embedding` from ``RUN/latents/epoch-NNN.npz`` and
+recomputed when the requested points differ from the cached ones.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import torch
+from torch import nn
+
+from vaelab.errors import VaelabError
+from vaelab.losses import gaussian_kl_per_dim
+
+EMBED_METHODS = ("tsne", "pca")
+INTERPOLATION_MODES = ("linear", "slerp")
+TSNE_SEED = 0
+TSNE_PERPLEXITY = 30.0
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """True for a VAE (a posterior with a variance), False for a plain autoencoder."""
+    return bool(getattr(model, "stochastic", True))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def prior_samples(
+    model: nn.Module, n: int = 64, seed: int = 0, temperature: float = 1.0
+) -> np.ndarray:
+    """Decode z = T * eps, eps ~ N(0, I): (n, D) pixel means (lecture section 6.2)."""
+    if n <= 0:
+        raise VaelabError(f"--n must be a positive integer, got {n}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise VaelabError(f"--temperature must be a positive number, got {temperature}")
+    eps = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return model.decode(temperature * eps).float().numpy()  # (n, D)
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Decode the posterior means of ``x``: (N, D), the model's eval mode."""
+    mu, _ = model.encode(x)
+    return model.decode(mu).float().numpy()
+
+
+# -------------------------------------------------------------------------- interpolation
+
+
+def path_weights(steps: int) -> np.ndarray:
+    """``steps`` evenly spaced t in [0, 1], both endpoints included."""
+    if steps < 2:
+        raise VaelabError(f"--steps must be at least 2, got {steps}")
+    return np.linspace(0.0, 1.0, steps)
+
+
+def latent_path(za: np.ndarray, zb: np.ndarray, steps: int, mode: str = "linear") -> np.ndarray:
+    """Points from ``za`` to ``zb`` (both (d,)): (steps, d).
+
+    linear: (1 - t) za + t zb. slerp (Shoemake 1985; White 2016, "Sampling Generative
+    Networks", https://arxiv.org/abs/1609.04468): along the great circle, with the norm
+    interpolated linearly, so the path keeps the typical radius of a Gaussian sample."""
+    if mode not in INTERPOLATION_MODES:
+        raise VaelabError(
+            f"unknown interpolation mode {mode!r}; choose one of {', '.join(INTERPOLATION_MODES)}"
+        )
+    t = path_weights(steps)[:, None]  # (steps, 1)
+    za, zb = np.asarray(za, np.float64), np.asarray(zb, np.float64)
+    if mode == "linear":
+        return (1 - t) * za + t * zb
+    na, nb = np.linalg.norm(za), np.linalg.norm(zb)
+    if na < 1e-8 or nb < 1e-8:
+        return (1 - t) * za + t * zb
+    ua, ub = za / na, zb / nb
+    omega = math.acos(float(np.clip(ua @ ub, -1.0, 1.0)))
+    if omega < 1e-6:  # (anti-)parallel ends: no unique circle; fall back to a line
+        return (1 - t) * za + t * zb
+    direction = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / math.sin(omega)
+    return direction * ((1 - t) * na + t * nb)
+
+
+@torch.no_grad()
+def interpolate(
+    model: nn.Module, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10, mode: str = "linear"
+) -> dict[str, np.ndarray]:
+    """The lecture's interpolation (section 6.3) between two inputs.
+
+    Returns ``latent`` (steps, D): the decoded path between the two posterior means, and
+    ``pixel`` (steps, D): the same endpoints blended in pixel space, for contrast."""
+    mu, _ = model.encode(torch.stack([xa, xb]))
+    z = latent_path(mu[0].numpy(), mu[1].numpy(), steps, mode)  # (steps, d)
+    decoded = model.decode(torch.as_tensor(z, dtype=torch.float32)).float().numpy()
+    t = path_weights(steps)[:, None]
+    a, b = xa.flatten().numpy(), xb.flatten().numpy()
+    return {"latent": decoded, "pixel": ((1 - t) * a + t * b).astype(np.float32), "t": t[:, 0]}
+
+
+def pick_by_label(labels: np.ndarray, digits: tuple[int, int]) -> tuple[int, int]:
+    """Test indices of the first image of each of two classes (e.g. ``(3, 8)``)."""
+    out = []
+    for digit in digits:
+        hits = np.flatnonzero(np.asarray(labels) == digit)
+        if len(hits) == 0:
+            known = sorted(int(v) for v in np.unique(labels) if v >= 0)
+            raise VaelabError(
+                f"no test image has label {digit}; labels in this run: "
+                f"{', '.join(map(str, known)) or 'none'}"
+            )
+        out.append(int(hits[0]))
+    return out[0], out[1]
+
+
+def default_pairs(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Two pairs of test indices for the report: the lecture's 5 -> 4 and 3 -> 8 where
+    those labels exist, otherwise the first images of the first classes present."""
+    present = set(int(v) for v in np.unique(labels))
+    if {3, 4, 5, 8} <= present:
+        return [pick_by_label(labels, (5, 4)), pick_by_label(labels, (3, 8))]
+    classes = sorted(v for v in present if v >= 0)
+    if len(classes) >= 4:
+        return [
+            pick_by_label(labels, (classes[0], classes[1])),
+            pick_by_label(labels, (classes[2], classes[3])),
+        ]
+    n = len(labels)
+    return [(0, min(1, n - 1)), (min(2, n - 1), min(3, n - 1))]
+
+
+def check_index(i: int, n: int, flag: str) -> int:
+    if not 0 <= i < n:
+        raise VaelabError(f"{flag} {i} is outside the test set; use an index in 0..{n - 1}")
+    return i
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """The first two principal components of ``x`` (n, d) -> (n, 2), signs fixed so
+    that the largest loading of each component is positive (deterministic)."""
+    x = np.asarray(x, np.float64)
+    centred = x - x.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    vt = vt[:2]
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    xy = centred @ (vt * signs[:, None]).T
+    if xy.shape[1] < 2:  # a 1-D latent: pad with zeros
+        xy = np.hstack([xy, np.zeros((len(xy), 2 - xy.shape[1]))])
+    return xy.astype(np.float32)
+
+
+def tsne_2d(x: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
+    """t-SNE (van der Maaten & Hinton 2008) of ``x`` (n, d) -> (n, 2) with openTSNE
+    (Policar et al. 2024): as good as scikit-learn's by trustworthiness and faster here
+    (docs/benchmarks.md). PCA initialisation, perplexity 30, a fixed seed, one thread:
+    on a shared 2-core machine extra threads wait on each other at every iteration."""
+    x = np.asarray(x, np.float64)
+    perplexity = min(TSNE_PERPLEXITY, max(2.0, (len(x) - 1) / 3))
+    try:
+        from openTSNE import TSNE
+    except ImportError:  # scikit-learn is always there; openTSNE is only faster
+        from sklearn.manifold import TSNE as SkTSNE
+        from threadpoolctl import threadpool_limits
+
+        sk = SkTSNE(2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto")
+        with threadpool_limits(1):
+            return sk.fit_transform(x).astype(np.float32)
+    tsne = TSNE(perplexity=perplexity, initialization="pca", random_state=seed, n_jobs=1)
+    return np.asarray(tsne.fit(x), dtype=np.float32)
+
+
+def embed_2d(x: np.ndarray, method: str = "tsne") -> np.ndarray:
+    """A 2-D embedding of ``x`` (n, d) by ``method`` (tsne | pca)."""
+    if method not in EMBED_METHODS:
+        raise VaelabError(
+            f"unknown embedding method {method!r}; choose one of {', '.join(EMBED_METHODS)}"
+        )
+    if len(x) < 5:
+        raise VaelabError(f"an embedding needs at least 5 points, got {len(x)}; raise --n")
+    return tsne_2d(x) if method == "tsne" else pca_2d(x)
+
+
+def embedding_file(root: Path, epoch: int, method: str) -> Path:
+    return Path(root) / "embeddings" / f"epoch-{epoch:03d}-{method}.npz"
+
+
+def cached_embedding(
+    root: Path, epoch: int, latents: dict[str, np.ndarray], method: str = "tsne", n: int = 1000
+) -> dict[str, np.ndarray]:
+    """The 2-D embedding of the first ``n`` cached test means at ``epoch``: read from
+    RUN/embeddings/ when it holds exactly those points, otherwise computed and written
+    there (format in the module docstring). An unwritable run only skips the cache."""
+    total = len(latents["mu"])
+    if n <= 0:
+        raise VaelabError(f"--n must be a positive integer, got {n}")
+    if n > total:
+        raise VaelabError(f"--n {n} is more than the {total} cached test points; use --n {total}")
+    indices = np.arange(n, dtype=np.int64)
+    path = embedding_file(root, epoch, method)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                cached = {k: npz[k] for k in ("xy", "labels", "indices")}
+            if np.array_equal(cached["indices"], indices):
+                return cached
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is recomputed
+    out = {
+        "xy": embed_2d(latents["mu"][:n], method),
+        "labels": np.asarray(latents["labels"][:n], dtype=np.int64),
+        "indices": indices,
+    }
+    try:
+        from vaelab.fileio import atomic_write
+
+        atomic_write(path, lambda f: np.savez(f, **out))
+    except OSError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------- KL, bubbles, manifold
+
+
+def kl_per_dim(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+    """Mean over the test set of each latent dimension's KL term, (d,) in nats."""
+    per = gaussian_kl_per_dim(torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(logvar))
+    return per.mean(0).numpy()
+
+
+def top_dims(latents: dict[str, np.ndarray], k: int = 2) -> tuple[list[int], str]:
+    """The ``k`` latent dimensions that carry the most information, in index order, and
+    what "most" meant: the highest mean KL for a VAE, the highest variance of the codes
+    for a plain autoencoder (which has no KL)."""
+    mu, logvar = latents["mu"], latents["logvar"]
+    d = mu.shape[1]
+    if d <= k:
+        return list(range(d)), "all"
+    if np.isfinite(logvar).all():
+        score, what = kl_per_dim(mu, logvar), "highest KL"
+    else:
+        score, what = mu.var(0), "highest variance"
+    return sorted(int(i) for i in np.argsort(-score, kind="stable")[:k]), what
+
+
+def bubbles(latents: dict[str, np.ndarray], dims: list[int], n: int) -> dict[str, np.ndarray]:
+    """Each of the first ``n`` test points' posterior in two latent dimensions:
+    ``mu`` (n, 2), ``sigma`` (n, 2) (zeros for a plain autoencoder), ``labels`` (n,)."""
+    if n <= 0:
+        raise VaelabError(f"--n must be a positive integer, got {n}")
+    mu = latents["mu"][:n, dims]
+    logvar = latents["logvar"][:n, dims]
+    sigma = np.where(np.isfinite(logvar), np.exp(0.5 * logvar), 0.0)
+    return {"mu": mu, "sigma": sigma.astype(np.float32), "labels": latents["labels"][:n]}
+
+
+def grid_values(grid: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
+    """``grid`` standard-normal quantiles evenly spaced in probability (Kingma & Welling
+    2014, fig. 4): (grid,) values of z for the cells of the manifold picture."""
+    if grid < 2:
+        raise VaelabError(f"--grid must be at least 2, got {grid}")
+    normal = NormalDist()
+    return np.array([normal.inv_cdf(p) for p in np.linspace(lo, hi, grid)])
+
+
+@torch.no_grad()
+def manifold(
+    model: nn.Module,
+    dims: list[int],
+    grid: int = 20,
+    centre: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Decode a grid over two latent dimensions, the others fixed at ``centre`` (0 by
+    default); cell values are Gaussian quantiles times ``scale`` (1) plus ``centre``.
+
+    Returns ``images`` (grid * grid, D) row by row, the first row at the top (the
+    highest value of the second dimension), and ``u``, ``v``: the values along x and y."""
+    d = model.latent_dim
+    centre = np.zeros(d) if centre is None else np.asarray(centre, np.float64)
+    scale = np.ones(d) if scale is None else np.asarray(scale, np.float64)
+    q = grid_values(grid)
+    u = centre[dims[0]] + scale[dims[0]] * q  # along x
+    v = centre[dims[-1]] + scale[dims[-1]] * q  # along y
+    z = np.tile(centre, (grid * grid, 1))  # (grid^2, d)
+    for row, vy in enumerate(v[::-1]):
+        for col, ux in enumerate(u):
+            z[row * grid + col, dims[0]] = ux
+            if len(dims) > 1:
+                z[row * grid + col, dims[1]] = vy
+    images = model.decode(torch.as_tensor(z, dtype=torch.float32)).float().numpy()
+    return {"images": images, "u": u, "v": v}

@@ -1,0 +1,289 @@
+"""The lecture's figures for a run directory: each function computes with
+:mod:`vaelab.analysis`, draws with :mod:`vaelab.plots` and returns the files it wrote
+(into RUN/figures/ unless ``out`` says otherwise). One function per ``vaelab`` command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vaelab import analysis, plots
+from vaelab.errors import VaelabError
+from vaelab.run import Run
+
+N_CACHED_SHOWN = 16  # reconstructions kept in every latents/epoch-NNN.npz
+
+
+def output_dir(run: Run, out: Path | str | None) -> Path:
+    """``out`` (default RUN/figures), created and checked to be writable."""
+    folder = Path(out) if out is not None else run.paths.figures
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise VaelabError(
+            f"cannot write figures to {folder}: {exc.strerror or exc}; pass a writable --out"
+        ) from None
+    return folder
+
+
+def class_names(run: Run) -> tuple[str, ...]:
+    """The class names of a known dataset (MNIST digits, Fashion-MNIST items), else ()."""
+    from vaelab.data import KNOWN
+
+    spec = KNOWN.get(run.config.dataset)
+    return tuple(spec.classes) if spec is not None else ()
+
+
+def model_kind(run: Run) -> str:
+    return "VAE" if analysis.is_stochastic(run.model) else "plain AE"
+
+
+def epochs_or_cached(run: Run, epochs: Sequence[int] | None) -> list[int]:
+    cached = run.cached_epochs()
+    if not cached:
+        raise VaelabError(f"{run.path} has no cached latents (latents/epoch-NNN.npz)")
+    if not epochs:
+        return cached
+    missing = [e for e in epochs if e not in cached]
+    if missing:
+        raise VaelabError(
+            f"epoch {missing[0]} is not cached in {run.path}; cached epochs: "
+            f"{', '.join(map(str, cached))} (train with --embed-epochs to cache others)"
+        )
+    return list(epochs)
+
+
+def make_samples(
+    run: Run, out: Path | str | None = None, n: int = 64, seed: int = 0, temperature: float = 1.0
+) -> Path:
+    """Prior samples z ~ N(0, T^2 I) decoded, as a grid (lecture section 6.2)."""
+    folder = output_dir(run, out)
+    images = analysis.prior_samples(run.model, n, seed, temperature)
+    temp = "" if temperature == 1 else f", T = {temperature:g}"
+    return plots.plot_grid(
+        images,
+        run.model.config.input_shape,
+        f"{model_kind(run)}: z ~ N(0, I) decoded{temp}, epoch {run.epoch}",
+        folder / ("samples.png" if temperature == 1 else f"samples-t{temperature:g}.png"),
+        ncol=min(n, max(8, int(np.ceil(np.sqrt(n))))),
+    )
+
+
+def make_reconstructions(
+    run: Run,
+    out: Path | str | None = None,
+    n: int = 16,
+    epochs: Sequence[int] | None = None,
+    data=None,
+) -> Path:
+    """Test inputs above their reconstructions (z = mu), one row per cached epoch
+    (lecture section 6.1). Up to 16 come from the cache; more need the data."""
+    folder = output_dir(run, out)
+    if n <= 0:
+        raise VaelabError(f"--n must be a positive integer, got {n}")
+    epochs = epochs_or_cached(run, epochs)
+    rows, labels = [], []
+    if n <= N_CACHED_SHOWN:
+        for epoch in epochs:
+            lat = run.latents(epoch)
+            if not rows:
+                rows.append(lat["inputs"][:n])
+                labels.append("input")
+            rows.append(lat["recon"][:n])
+            labels.append(f"epoch {epoch}")
+    else:
+        data = data if data is not None else run.dataset()
+        if n > len(data.x_test):
+            raise VaelabError(f"--n {n} is more than the {len(data.x_test)} test images")
+        x = data.x_test[:n]
+        rows, labels = [x.flatten(1).numpy()], ["input"]
+        for epoch in epochs:
+            rows.append(analysis.reconstruct(run.model_at(epoch), x))
+            labels.append(f"epoch {epoch}")
+    return plots.plot_rows(
+        rows,
+        labels,
+        run.model.config.input_shape,
+        f"{model_kind(run)}: test images (top) and their reconstructions by epoch",
+        folder / "reconstructions.png",
+    )
+
+
+def make_interpolations(
+    run: Run,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    digits: tuple[int, int] | None = None,
+    steps: int = 10,
+    mode: str = "linear",
+    out: Path | str | None = None,
+    data=None,
+    filename: str | None = None,
+) -> Path:
+    """Latent interpolation between test images (decoded with mu) above the same
+    endpoints blended in pixel space (lecture section 6.3). ``pairs`` are test indices;
+    ``digits`` picks the first test image of each label; neither: two default pairs."""
+    folder = output_dir(run, out)
+    analysis.latent_path(np.zeros(1), np.zeros(1), 2, mode)  # check the mode before work
+    labels = run.latents(run.cached_epochs()[-1])["labels"] if run.cached_epochs() else None
+    if digits is not None:
+        if labels is None:
+            raise VaelabError(f"{run.path} has no cached labels; pass --a and --b instead")
+        pairs = [analysis.pick_by_label(labels, digits)]
+    elif pairs is None:
+        if labels is None:
+            raise VaelabError(f"{run.path} has no cached labels; pass --a and --b instead")
+        pairs = analysis.default_pairs(labels)
+    data = data if data is not None else run.dataset()
+    x, y = data.x_test, data.y_test.numpy()
+    rows, names = [], []
+    for a, b in pairs:
+        analysis.check_index(a, len(x), "--a")
+        analysis.check_index(b, len(x), "--b")
+        path = analysis.interpolate(run.model, x[a], x[b], steps, mode)
+        what = f"#{a}→#{b}" if y[a] < 0 else f"{y[a]}→{y[b]}"
+        rows += [path["latent"], path["pixel"]]
+        names += [f"latent {what}", f"pixels {what}"]
+    name = filename or "interpolation-" + "_".join(f"{a}-{b}" for a, b in pairs) + f"-{mode}.png"
+    return plots.plot_rows(
+        rows,
+        names,
+        run.model.config.input_shape,
+        f"{model_kind(run)}: {mode} path between the means, decoded, over a pixel blend",
+        folder / name,
+    )
+
+
+def make_embeddings(
+    run: Run,
+    epochs: Sequence[int] | None = None,
+    method: str = "tsne",
+    n: int = 1000,
+    out: Path | str | None = None,
+) -> Path:
+    """2-D embeddings (t-SNE or PCA) of the first n cached test means, one panel per
+    epoch, cached in RUN/embeddings/ (lecture section 6.4)."""
+    folder = output_dir(run, out)
+    if method not in analysis.EMBED_METHODS:
+        analysis.embed_2d(np.zeros((5, 2)), method)  # raises the one-line error
+    panels = []
+    for epoch in epochs_or_cached(run, epochs):
+        emb = analysis.cached_embedding(run.path, epoch, run.latents(epoch), method, n)
+        panels.append((f"epoch {epoch}", emb["xy"], emb["labels"]))
+    name = "t-SNE" if method == "tsne" else "PCA"
+    return plots.plot_embeddings(
+        panels,
+        f"{model_kind(run)}: {name} of the first {len(panels[0][1])} test means, by class",
+        folder / f"embeddings-{method}.png",
+        axis_name=name,
+        class_names=class_names(run),
+    )
+
+
+def _dims_note(run: Run, dims: list[int], what: str) -> str:
+    d = run.model.latent_dim
+    if d <= 2:
+        return ""
+    return f", dims {dims[0] + 1} and {dims[1] + 1} of {d} ({what})"
+
+
+def make_bubbles(
+    run: Run,
+    epochs: Sequence[int] | None = None,
+    n: int = 1000,
+    out: Path | str | None = None,
+) -> list[Path]:
+    """Each test point's posterior mu +/- sigma as an ellipse, one panel per cached epoch,
+    and the same as an animated GIF; for d > 2 the two highest-KL dimensions."""
+    folder = output_dir(run, out)
+    epochs = epochs_or_cached(run, epochs)
+    dims, what = analysis.top_dims(run.latents(max(run.cached_epochs())))
+    if len(dims) < 2:
+        raise VaelabError(f"{run.path} has a 1-D latent; bubbles need two dimensions")
+    panels = [(f"epoch {e}", analysis.bubbles(run.latents(e), dims, n)) for e in epochs]
+    stochastic = analysis.is_stochastic(run.model)
+    what_drawn = "posteriors, mu ± sigma" if stochastic else "codes (no sigma: points, not bubbles)"
+    title = f"{model_kind(run)} {what_drawn} per test image{_dims_note(run, dims, what)}"
+    kwargs = dict(stochastic=stochastic, class_names=class_names(run))
+    return [
+        plots.plot_bubbles(panels, dims, title, folder / "bubbles.png", **kwargs),
+        plots.bubbles_gif(panels, dims, title, folder / "bubbles.gif", **kwargs),
+    ]
+
+
+def make_manifold(run: Run, grid: int = 20, out: Path | str | None = None) -> Path:
+    """Decoded grid over the latent plane at Gaussian quantiles (the two highest-KL
+    dimensions for d > 2, the others at 0)."""
+    folder = output_dir(run, out)
+    if grid > 60:
+        raise VaelabError(f"--grid {grid} is too large to see; use at most 60")
+    lat = run.latents(max(run.cached_epochs())) if run.cached_epochs() else None
+    if lat is None:
+        d = run.model.latent_dim
+        dims, what = list(range(min(2, d))), "first two"
+    else:
+        dims, what = analysis.top_dims(lat)
+    centre = scale = None
+    where = "cells at the 5%..95% quantiles of N(0, 1)"
+    if not analysis.is_stochastic(run.model) and lat is not None:
+        centre, scale = lat["mu"].mean(0), lat["mu"].std(0)
+        where = "cells at the codes' mean + N(0, 1) quantiles × their std (an AE has no prior)"
+    grid_data = analysis.manifold(run.model, dims, grid, centre, scale)
+    rest = ""
+    if run.model.latent_dim > 2:
+        rest = ", others at 0" if centre is None else ", others at their mean"
+    return plots.plot_manifold(
+        grid_data["images"],
+        run.model.config.input_shape,
+        grid_data["u"],
+        grid_data["v"],
+        dims,
+        f"{model_kind(run)} latent manifold{_dims_note(run, dims, what)}{rest}\n{where}",
+        folder / "manifold.png",
+    )
+
+
+def make_losses(run: Run, out: Path | str | None = None) -> Path:
+    folder = output_dir(run, out)
+    if not run.metrics:
+        raise VaelabError(f"{run.path} has no metrics.jsonl rows")
+    return plots.plot_losses(
+        [(run.path.name, run.metrics)],
+        f"{model_kind(run)} losses per epoch (test: z = mu)",
+        folder / "losses.png",
+    )
+
+
+def make_kl_per_dim(run: Run, out: Path | str | None = None, epoch: int | None = None) -> Path:
+    """Mean KL per latent dimension of the test set at a cached epoch (the last)."""
+    folder = output_dir(run, out)
+    epoch = epochs_or_cached(run, [epoch] if epoch is not None else None)[-1]
+    lat = run.latents(epoch)
+    if not np.isfinite(lat["logvar"]).all():
+        raise VaelabError(f"{run.path} is a plain autoencoder: it has no KL per dimension")
+    kl = analysis.kl_per_dim(lat["mu"], lat["logvar"])
+    used = int((kl > 0.01).sum())
+    return plots.plot_kl_per_dim(
+        kl,
+        f"KL per latent dimension, epoch {epoch}: total {kl.sum():.1f} nats, "
+        f"{used} of {len(kl)} above 0.01",
+        folder / "kl-per-dim.png",
+    )
+
+
+__all__ = [
+    "make_bubbles",
+    "make_embeddings",
+    "make_interpolations",
+    "make_kl_per_dim",
+    "make_losses",
+    "make_manifold",
+    "make_reconstructions",
+    "make_samples",
+    "output_dir",
+]

@@ -1,0 +1,86 @@
+"""Experiment tracking: ``vaelab train --tensorboard`` logs each epoch to RUN/tb/.
+
+Per epoch: the metrics row (train/test loss, reconstruction, KL) as scalars, and two
+images: the first test images above their reconstructions (z = mu) and a fixed grid of
+prior samples. TensorBoard is an optional extra (``pip install 'vaelab[tensorboard]'``);
+without it, asking for it is a one-line error. The trainer calls :func:`open_tracker`
+once and ``log_epoch`` after every epoch; with tracking off the tracker does nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vaelab.errors import VaelabError
+
+N_SAMPLES = 64
+SAMPLE_SEED = 0  # the same z every epoch, so the grid shows the decoder change
+
+
+def require_tensorboard() -> None:
+    """Raise a one-line VaelabError when the tensorboard extra is missing."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise VaelabError(
+            "--tensorboard needs the optional extra: pip install 'vaelab[tensorboard]'"
+        ) from None
+
+
+def _mosaic(flat: np.ndarray, input_shape: tuple[int, ...], ncol: int) -> np.ndarray:
+    """(N, D) in [0, 1] -> one (H', W') or (H', W', 3) image for add_image."""
+    from vaelab.plots import tile, to_images
+
+    return tile(to_images(flat, input_shape), ncol)
+
+
+class NullTracker:
+    def log_epoch(self, epoch: int, row: dict[str, Any], model: nn.Module, shown: Tensor) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardTracker(NullTracker):
+    def __init__(self, log_dir: Path) -> None:
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    @torch.no_grad()
+    def log_epoch(self, epoch: int, row: dict[str, Any], model: nn.Module, shown: Tensor) -> None:
+        """Scalars from ``row``; reconstructions of ``shown`` and prior samples as images."""
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                split, _, name = key.partition("_")
+                self.writer.add_scalar(f"{name}/{split}", value, epoch)
+        model.eval()
+        shape = tuple(model.config.input_shape)
+        mu, _ = model.encode(shown)
+        pairs = np.concatenate([shown.flatten(1).cpu().numpy(), model.decode(mu).cpu().numpy()])
+        self._image("reconstructions", _mosaic(pairs, shape, len(shown)), epoch)
+        z = torch.randn(N_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(0))
+        samples = model.decode(z.to(shown.device)).float().cpu().numpy()
+        self._image("prior_samples", _mosaic(samples, shape, 8), epoch)
+        self.writer.flush()
+
+    def _image(self, tag: str, image: np.ndarray, epoch: int) -> None:
+        formats = "HW" if image.ndim == 2 else "HWC"
+        self.writer.add_image(tag, np.clip(image, 0, 1), epoch, dataformats=formats)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def open_tracker(enabled: bool, root: Path) -> NullTracker:
+    """A TensorBoard tracker writing to ROOT/tb when ``enabled``, else one that does nothing."""
+    return TensorBoardTracker(Path(root) / "tb") if enabled else NullTracker()

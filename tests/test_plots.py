@@ -1,0 +1,109 @@
+"""plots: every figure is written, has the size its content needs, and keeps digits sharp."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaelab import plots
+
+RNG = np.random.default_rng(0)
+
+
+def size(path):
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_tile_lays_out_images_with_gaps():
+    images = np.zeros((5, 3, 2))
+    mosaic = plots.tile(images, ncol=2)
+    assert mosaic.shape == (3 * 4 + 1, 2 * 3 + 1)
+    assert mosaic[0].min() == 1 and mosaic[1, 1] == 0
+
+
+def test_grid_shows_every_pixel(tmp_path):
+    path = plots.plot_grid(RNG.random((64, 784)), (1, 28, 28), "samples", tmp_path / "g.png", 8)
+    w, h = size(path)
+    assert w >= 8 * 28 and h >= 8 * 28  # never down-sampled: each digit pixel visible
+
+
+def test_embeddings_one_panel_per_epoch_with_a_colour_bar(tmp_path):
+    panels = [(f"epoch {e}", RNG.normal(size=(100, 2)), RNG.integers(0, 10, 100)) for e in (0, 5)]
+    one = plots.plot_embeddings(panels[:1], "t", tmp_path / "one.png", class_names="0123456789")
+    two = plots.plot_embeddings(panels, "t", tmp_path / "two.png")
+    assert size(two)[0] > size(one)[0] + 300  # a second panel
+    assert 350 < size(two)[1] < 700
+
+
+def test_embedding_colours_are_shared_across_panels():
+    cmap, norm, ticks, names = plots.class_colours(np.array([0, 3, 9]), ())
+    assert ticks == list(range(10)) and names[9] == "9"
+    assert cmap(norm(3)) != cmap(norm(4))
+    assert plots.class_colours(np.array([-1, -1]), ()) is None
+
+
+def _bubbles(n=50, sigma=0.5):
+    return {
+        "mu": RNG.normal(size=(n, 2)).astype(np.float32),
+        "sigma": np.full((n, 2), sigma, np.float32),
+        "labels": RNG.integers(0, 10, n),
+    }
+
+
+def test_bubbles_panels_and_gif(tmp_path):
+    panels = [("epoch 0", _bubbles()), ("epoch 1", _bubbles()), ("epoch 2", _bubbles())]
+    png = plots.plot_bubbles(panels, [0, 1], "bubbles", tmp_path / "b.png")
+    assert size(png)[0] > 3 * 300
+    gif = plots.bubbles_gif(panels, [0, 1], "bubbles", tmp_path / "b.gif")
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.n_frames == 3 and im.size == (560, 480)
+        assert im.info["loop"] == 0 and im.info["duration"] > 0
+
+
+def test_bubble_axes_fit_the_widest_epoch():
+    small = _bubbles(sigma=0.1)
+    small["mu"] *= 0.1
+    assert plots._bubble_limit([small]) == 3.0
+    wide = _bubbles(sigma=5.0)
+    assert plots._bubble_limit([_bubbles(), wide]) > 5.0
+
+
+def test_ae_codes_are_drawn_as_points(tmp_path):
+    data = _bubbles(sigma=0.0)
+    path = plots.plot_bubbles([("e", data)], [0, 1], "codes", tmp_path / "p.png", stochastic=False)
+    assert path.is_file()
+
+
+def test_manifold_keeps_every_pixel(tmp_path):
+    grid = 10
+    u = v = np.linspace(-1.5, 1.5, grid)
+    path = plots.plot_manifold(
+        RNG.random((grid * grid, 784)), (1, 28, 28), u, v, [0, 1], "m", tmp_path / "m.png"
+    )
+    w, h = size(path)
+    assert w >= grid * 28 and h >= grid * 28
+
+
+def test_losses_and_kl_per_dim(tmp_path):
+    metrics = [
+        {"epoch": 0, "test_loss": 540.0, "test_recon": 539.0, "test_kl": 1.0},
+        *(
+            {
+                "epoch": e,
+                **{f"{s}_{k}": 100.0 / e + 1 for s in ("train", "test") for k in ("loss", "recon")},
+                "train_kl": 20.0,
+                "test_kl": 21.0,
+            }
+            for e in (1, 2, 3)
+        ),
+    ]
+    losses = plots.plot_losses([("run", metrics)], "losses", tmp_path / "l.png")
+    assert size(losses)[0] > 1000
+    kl = plots.plot_kl_per_dim(np.linspace(0, 3, 20), "kl", tmp_path / "k.png")
+    assert size(kl)[0] > 500
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (50,)])
+def test_to_images_handles_grey_colour_and_flat(shape):
+    images = plots.to_images(RNG.random((4, int(np.prod(shape)))), shape)
+    assert images.shape[0] == 4 and images.ndim in (3, 4)
