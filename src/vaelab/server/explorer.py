@@ -1,0 +1,246 @@
+"""What the explorer computes, apart from any web framework: decode latent vectors, encode
+test images, interpolate between two of them, and the 2-D map of the test set.
+
+Everything deterministic uses the posterior means (style.md, point 6). The model is loaded
+once and used read-only, under ``torch.no_grad`` and a lock, so requests served from
+several threads never interleave inside PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaelab.run import Run
+
+ENCODE_BATCH = 1000
+METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
+
+
+@dataclass
+class MapPoints:
+    """The test set as 2-D points. ``xy`` (n, 2); ``indices`` into the test set;
+    ``sigma`` (n, 2) posterior standard deviations when the map is the latent itself
+    (d <= 2) and the model has variances, else None."""
+
+    source: str  # "latent", "tsne", "pca" (a cached embedding) or "pca-server"
+    epoch: int
+    xy: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    sigma: np.ndarray | None
+    note: str
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Project rows of ``x`` (n, d) on their first two principal axes; also the fraction
+    of the variance those two axes explain."""
+    centred = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    var = s**2
+    explained = float(var[:2].sum() / var.sum()) if var.sum() > 0 else 1.0
+    return centred @ vt[:2].T, explained
+
+
+def read_embedding(path: Path, n_test: int) -> dict[str, np.ndarray] | None:
+    """A cached embedding (``xy``, ``labels``, ``indices``) if the file is sound, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            xy = np.asarray(npz["xy"], dtype=np.float64)
+            indices = np.asarray(npz["indices"]).astype(np.int64)
+            labels = np.asarray(npz["labels"]).astype(np.int64)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    n = len(xy)
+    ok = (
+        xy.ndim == 2
+        and xy.shape[1] == 2
+        and n > 0
+        and indices.shape == (n,)
+        and labels.shape == (n,)
+        and bool(np.isfinite(xy).all())
+        and int(indices.min()) >= 0
+        and int(indices.max()) < n_test
+    )
+    return {"xy": xy, "indices": indices, "labels": labels} if ok else None
+
+
+class Explorer:
+    """A trained run ready to be explored: its model, its test images, its map."""
+
+    def __init__(
+        self, run: Run, x_test: torch.Tensor, y_test: torch.Tensor, classes: tuple[str, ...] = ()
+    ) -> None:
+        self.run = run
+        self.classes = tuple(str(c) for c in classes)
+        self.model = run.model.eval().requires_grad_(False)
+        self.latent_dim = int(run.model.latent_dim)
+        self.stochastic = bool(getattr(run.model, "stochastic", True))
+        self.input_shape = tuple(int(s) for s in x_test.shape[1:])
+        self.x_test = x_test.float()  # (N, *input_shape), as the encoder expects it
+        self.y_test = y_test.long()
+        self._lock = threading.Lock()
+        self._map: MapPoints | None = None
+
+    @classmethod
+    def from_run(cls, run: Run, data_dir: str | None = None) -> Explorer:
+        data = run.dataset(data_dir)
+        return cls(run, data.x_test, data.y_test, data.classes)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.x_test)
+
+    # ------------------------------------------------------------------ the model
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """z: (B, d) -> pixel means in [0, 1], (B, D) float32."""
+        with self._lock, torch.no_grad():
+            x = self.model.decode(torch.as_tensor(z, dtype=torch.float32))
+        return np.nan_to_num(x.numpy(), nan=0.0).clip(0.0, 1.0)
+
+    def encode(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Test images at ``indices`` -> mu (B, d) and logvar (B, d), None for an AE."""
+        x = self.x_test[torch.as_tensor(indices, dtype=torch.long)]
+        with self._lock, torch.no_grad():
+            mu, logvar = self.model.encode(x)
+        return mu.numpy(), None if logvar is None else logvar.numpy()
+
+    def reconstruct(self, indices: np.ndarray) -> np.ndarray:
+        """Test images at ``indices`` decoded from their means, (B, D)."""
+        return self.decode(self.encode(indices)[0])
+
+    def images(self, indices: np.ndarray) -> np.ndarray:
+        """Test images at ``indices``, flat (B, D)."""
+        return self.x_test[torch.as_tensor(indices, dtype=torch.long)].flatten(1).numpy()
+
+    def interpolate(self, a: int, b: int, steps: int) -> dict[str, np.ndarray]:
+        """The lecture's interpolation: decode (1 - t) mu_a + t mu_b for ``steps`` values
+        of t in [0, 1]; beside it the pixel-space blend (1 - t) x_a + t x_b."""
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]  # (S, 1)
+        mu = self.encode(np.array([a, b]))[0]  # (2, d)
+        z = (1 - t) * mu[0] + t * mu[1]  # (S, d)
+        x = self.images(np.array([a, b]))  # (2, D)
+        return {"t": t[:, 0], "z": z, "latent": self.decode(z), "pixel": (1 - t) * x[0] + t * x[1]}
+
+    # ------------------------------------------------------------------ the map
+    def _test_latents(self) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """mu and logvar of the whole test set for the loaded model's epoch: the cached
+        file when there is one for that epoch, else encoded now."""
+        epoch = self.run.epoch
+        if epoch in self.run.cached_epochs():
+            cached = self.run.latents(epoch)
+            mu = np.asarray(cached["mu"], dtype=np.float64)
+            logvar = cached.get("logvar")
+            if mu.shape == (self.n_test, self.latent_dim):
+                return mu, logvar, f"latents/epoch-{epoch:03d}.npz"
+        mus, logvars = [], []
+        for start in range(0, self.n_test, ENCODE_BATCH):
+            mu, logvar = self.encode(np.arange(start, min(start + ENCODE_BATCH, self.n_test)))
+            mus.append(mu)
+            logvars.append(logvar)
+        logvar = None if logvars[0] is None else np.concatenate(logvars)
+        return np.concatenate(mus).astype(np.float64), logvar, "encoded by the server"
+
+    def map_points(self) -> MapPoints:
+        """The 2-D map, computed once: the latent means for d <= 2; for d > 2 the cached
+        t-SNE (or PCA) of RUN/embeddings/ at the model's epoch, else a PCA computed here."""
+        if self._map is None:
+            self._map = self._compute_map()
+        return self._map
+
+    def _compute_map(self) -> MapPoints:
+        epoch, d = self.run.epoch, self.latent_dim
+        labels = self.y_test.numpy()
+        everyone = np.arange(self.n_test)
+        folder = self.run.path / "embeddings"
+        if d > 2:
+            for method in ("tsne", "pca"):
+                path = folder / f"epoch-{epoch:03d}-{method}.npz"
+                emb = read_embedding(path, self.n_test) if path.is_file() else None
+                if emb is not None:
+                    note = (
+                        f"{METHOD_NAMES[method]} of the test means at epoch {epoch} "
+                        f"(embeddings/{path.name})"
+                    )
+                    return MapPoints(
+                        method, epoch, emb["xy"], labels[emb["indices"]], emb["indices"], None, note
+                    )
+        mu, logvar, origin = self._test_latents()
+        if d > 2:
+            xy, explained = pca_2d(mu)
+            note = (
+                f"PCA of the test means at epoch {epoch}, computed by the server (no cached "
+                f"embedding found); the 2 axes explain {explained:.0%} of the variance"
+            )
+            return MapPoints("pca-server", epoch, xy, labels, everyone, None, note)
+        sigma = None
+        if self.stochastic and logvar is not None and np.isfinite(logvar).all():
+            sigma = np.exp(0.5 * np.asarray(logvar, dtype=np.float64))
+        if d == 1:  # one latent axis: spread the points vertically by label to see them
+            rng = np.random.default_rng(0)
+            xy = np.stack([mu[:, 0], labels + rng.uniform(-0.3, 0.3, len(mu))], axis=1)
+            sigma = None if sigma is None else np.concatenate([sigma, np.zeros_like(sigma)], 1)
+            note = f"the latent means (x) at epoch {epoch}, one row per label ({origin})"
+        else:
+            xy = mu
+            note = f"the latent means at epoch {epoch} ({origin})"
+        return MapPoints("latent", epoch, xy, labels, everyone, sigma, note)
+
+    # ------------------------------------------------------------------ the run
+    def info(self) -> dict[str, Any]:
+        """Settings, headline metrics and what the page needs to lay itself out."""
+        run = self.run
+        last = run.metrics[-1] if run.metrics else {}
+        headline = {
+            k: v
+            for k, v in last.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        return {
+            "run": run.path.resolve().name,
+            "model": run.config.model,
+            "stochastic": self.stochastic,
+            "latent_dim": self.latent_dim,
+            "epoch": run.epoch,
+            "input_shape": list(self.input_shape),
+            "n_test": self.n_test,
+            "labels": sorted({int(v) for v in self.y_test.tolist()}),
+            "classes": list(self.classes),
+            "config": {k: v for k, v in run.meta["config"].items()},
+            "metrics": headline,
+            "evaluation": _evaluation_numbers(run.path / "eval.json"),
+            "has_report": (run.path / "report.html").is_file(),
+            "versions": {k: v for k, v in run.meta.items() if k.endswith("version")},
+        }
+
+
+EVALUATION_KEYS = {
+    "neg_elbo": "-ELBO",
+    "nll_iwae": "NLL (IWAE)",
+    "active_units": "active units",
+}
+
+
+def _evaluation_numbers(path: Path) -> dict[str, float]:
+    """The headline numbers of RUN/eval.json (written by ``vaelab evaluate``), if any."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        label: data[key]
+        for key, label in EVALUATION_KEYS.items()
+        if isinstance(data.get(key), int | float)
+        and not isinstance(data[key], bool)
+        and math.isfinite(data[key])
+    }
