@@ -62,3 +62,48 @@ def run_cli(
 def _torch_threads():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     yield
+
+
+def train_tiny_run(folder: Path, **settings) -> Path:
+    """A finished run on the synthetic 8x8 data (4 classes, 256 train / 64 test images)
+    written to FOLDER/run in a second or two: for module-scoped fixtures of figure tests."""
+    from vaelab.config import TrainConfig
+    from vaelab.train import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    npz = folder / "tiny.npz"
+    np.savez(npz, **make_arrays())
+    defaults = dict(dataset=str(npz), epochs=2, latent_dim=3, hidden=16, batch_size=64)
+    config = TrainConfig(**{**defaults, **settings})
+    return train(config, out=folder / "run", progress=False, log=lambda _m: None)
+
+
+def call_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``vaelab ARGV`` in this process: (exit code, stdout, stderr)."""
+    from vaelab import cli
+
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, expected_code: int = 2, match: str = "") -> None:
+    """A user error: the expected exit code, one line on stderr, no traceback."""
+    assert code == expected_code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match.lower() in lines[0].lower(), lines[0]
+
+
+def snapshot(root: Path) -> dict[Path, str]:
+    """SHA-256 of every file under ``root``: to show a run was left untouched."""
+    import hashlib
+
+    return {
+        p: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,36 +1,14 @@
 """The command line: help, a short run, and every bad input as one line + exit 2."""
 
-import hashlib
-
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_one_line_error, call_cli, run_cli, snapshot
 from vaelab import cli
 from vaelab import data as D
 
 
 def call(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, expected_code=2, match=""):
-    assert code == expected_code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and match in lines[0]
-
-
-def snapshot(root):
-    return {
-        p: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return call_cli(capsys, *argv)
 
 
 def test_help_and_version():

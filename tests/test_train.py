@@ -147,3 +147,17 @@ def test_dynamic_binarization_trains_on_binary_batches(tiny, tmp_path):
     rows = read_metrics(RunPaths(root).metrics)
     assert rows[-1]["test_loss"] < rows[0]["test_loss"]
     assert load_run(root).config.binarize == "dynamic"
+
+
+def test_resume_after_a_kill_during_the_final_figures_only_draws_them(tiny, tmp_path):
+    root = train(small(epochs=1), out=tmp_path / "r", data=tiny, **QUIET)
+    paths = RunPaths(root)
+    meta = json.loads(paths.config.read_text())
+    assert "finished" in meta
+    del meta["finished"]  # as if killed after the last checkpoint, before the figures
+    paths.config.write_text(json.dumps(meta))
+    (paths.figures / "samples.png").unlink()
+    before = paths.last.read_bytes()
+    train(resume=root, data=tiny, **QUIET)
+    assert (paths.figures / "samples.png").is_file() and paths.last.read_bytes() == before
+    assert "finished" in json.loads(paths.config.read_text())

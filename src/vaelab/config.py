@@ -16,6 +16,8 @@ from vaelab.errors import VaelabError
 RECON_CHOICES = ("bce", "mse")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
+OBJECTIVE_CHOICES = ("elbo", "iwae")
+DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
 
 
@@ -32,18 +34,31 @@ class TrainConfig:
     hidden: int | None = None
     recon: str = "bce"  # bce: Bernoulli (sum over pixels); mse: 0.5 * squared error
     beta: float = 1.0
+    # None: the lecture's --recon; else bernoulli (= bce) | continuous-bernoulli | gaussian
+    likelihood: str | None = None
+    gaussian_sigma: float | str | None = None  # gaussian only: fixed sigma (1.0) or "learned"
+    objective: str = "elbo"  # elbo | iwae (Burda et al. 2015)
+    iw_k: int | None = None  # iwae only: importance samples K (default DEFAULT_IW_K)
+    kl_warmup: float = 0.0  # epochs of linear KL annealing from 0 to beta (0: none)
     lr: float = 1e-3
     batch_size: int = 256
     epochs: int = 10
     seed: int = 1
     device: str = "auto"
+    grad_clip: float | None = None  # clip the gradient's global norm to this value
+    keep_every: int | None = None  # also keep a full checkpoint every N epochs
     embed_epochs: list[int] | None = None  # None: the lecture's 0, 5, 10 that run + the last
+    tensorboard: bool = False  # also log each epoch to RUN/tb/ (vaelab[tensorboard])
 
     def __post_init__(self) -> None:
         if self.hidden is None:
             self.hidden = self.latent_dim**2
         if self.embed_epochs is not None:
             self.embed_epochs = sorted({int(e) for e in self.embed_epochs})
+        if self.likelihood == "gaussian" and self.gaussian_sigma is None:
+            self.gaussian_sigma = 1.0
+        if self.objective == "iwae" and self.iw_k is None:
+            self.iw_k = DEFAULT_IW_K
         self.validate()
 
     def validate(self) -> None:
@@ -62,6 +77,14 @@ class TrainConfig:
             raise VaelabError(f"--limit must be a positive integer, got {self.limit!r}")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise VaelabError(f"--lr must be a positive finite number, got {self.lr!r}")
+        if self.grad_clip is not None and not (
+            math.isfinite(self.grad_clip) and self.grad_clip > 0
+        ):
+            raise VaelabError(f"--grad-clip must be a positive number, got {self.grad_clip!r}")
+        if self.keep_every is not None and (
+            not isinstance(self.keep_every, int) or self.keep_every <= 0
+        ):
+            raise VaelabError(f"--keep-every must be a positive integer, got {self.keep_every!r}")
         if not math.isfinite(self.beta) or self.beta < 0:
             raise VaelabError(f"--beta must be a finite number >= 0, got {self.beta!r}")
         if self.recon not in RECON_CHOICES:
@@ -81,10 +104,61 @@ class TrainConfig:
                 raise VaelabError(
                     f"--embed-epochs {e} is outside the epochs that run (0..{self.epochs})"
                 )
-        from vaelab.models import MODELS  # late import: models import this module
+        self._validate_model_family()
+
+    def _validate_model_family(self) -> None:
+        """Model, likelihood, objective and KL schedule (issue 5)."""
+        from vaelab.losses import LIKELIHOODS  # late imports: models import this module
+        from vaelab.models import MODELS
 
         if self.model not in MODELS:
             raise VaelabError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if self.likelihood is not None:
+            if self.likelihood not in LIKELIHOODS:
+                raise VaelabError(
+                    f"unknown --likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
+                )
+            if self.recon == "mse":
+                raise VaelabError(
+                    "--recon mse is the lecture's shorthand (0.5 * squared error); give either it "
+                    "or --likelihood, not both (--likelihood gaussian is the normalised density)"
+                )
+        sigma = self.gaussian_sigma
+        if sigma is not None:
+            if self.likelihood != "gaussian":
+                raise VaelabError("--gaussian-sigma applies to --likelihood gaussian only")
+            if isinstance(sigma, str):
+                if sigma != "learned":
+                    raise VaelabError(
+                        f"--gaussian-sigma must be a positive number or 'learned', got {sigma!r}"
+                    )
+            elif not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+                raise VaelabError(
+                    f"--gaussian-sigma must be a positive number or 'learned', got {sigma!r}"
+                )
+        if self.objective not in OBJECTIVE_CHOICES:
+            raise VaelabError(
+                f"unknown --objective {self.objective!r}; choose one of {', '.join(OBJECTIVE_CHOICES)}"
+            )
+        if self.iw_k is not None:
+            if self.objective != "iwae":
+                raise VaelabError("--iw-k applies to --objective iwae only")
+            if not isinstance(self.iw_k, int) or self.iw_k <= 0:
+                raise VaelabError(f"--iw-k must be a positive integer, got {self.iw_k!r}")
+        if self.objective == "iwae" and not MODELS[self.model].model_cls.stochastic:
+            raise VaelabError(
+                f"--objective iwae needs a model with a posterior variance; {self.model!r} is a "
+                "plain autoencoder"
+            )
+        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
+            raise VaelabError(
+                f"--kl-warmup must be a number of epochs >= 0, got {self.kl_warmup!r}"
+            )
+
+    @property
+    def needs_unit_range(self) -> bool:
+        """Bernoulli-type likelihoods (bce, bernoulli, continuous-bernoulli) need x in [0, 1]."""
+        return self.recon == "bce" and self.likelihood != "gaussian"
 
     def cached_epochs(self) -> list[int]:
         """Epochs whose test-set latents are kept: as given, or the lecture's 0, 5, 10

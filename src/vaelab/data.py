@@ -531,6 +531,7 @@ def check_unit_range(data: Dataset) -> None:
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise VaelabError(
-                f"{data.name}: {split} values span [{lo:g}, {hi:g}] but --recon bce needs "
-                "values in [0, 1]; rescale the data or use --recon mse"
+                f"{data.name}: {split} values span [{lo:g}, {hi:g}] but Bernoulli-type "
+                "likelihoods (--recon bce, continuous-bernoulli, --binarize) need values in "
+                "[0, 1]; rescale the data or use --recon mse"
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# Fault injection for the crash-safety tests: seconds to wait between writing a temporary
+# file and renaming it, so a test can kill the process while a checkpoint is half-written.
+FAILPOINT_WRITE_DELAY = "VAELAB_FAILPOINT_WRITE_DELAY"
+
+
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temporary binary file, then atomically move it to ``path``."""
     path = Path(path)
@@ -37,6 +43,8 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            if delay := float(os.environ.get(FAILPOINT_WRITE_DELAY) or 0):
+                time.sleep(delay)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -58,3 +66,13 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_temp_files(folder: Path | str) -> list[Path]:
+    """Delete temporary files that a killed ``atomic_write`` left under ``folder``."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

@@ -10,18 +10,26 @@ RUN/figures/                  PNG figures
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from vaelab.checkpoint import load_checkpoint
 from vaelab.config import TrainConfig
+from vaelab.data import Dataset
 from vaelab.errors import VaelabError
+from vaelab.fileio import atomic_write, atomic_write_json, atomic_write_text
 from vaelab.models import MODELS, build_model
+
+N_SHOWN = 16  # test images whose reconstructions are kept per cached epoch
 
 
 class RunPaths:
@@ -123,12 +131,23 @@ class Run:
         return model.eval()
 
 
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Model settings with tuples as lists, as JSON stores them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 def load_run(path: Path | str, map_location: str = "cpu") -> Run:
     """Load a run directory: its config, metrics and the model from checkpoints/last.pt."""
     root = Path(path)
     meta = read_run_config(root)
     config = TrainConfig.from_dict(meta["config"])
     ckpt = load_checkpoint(RunPaths(root).last, map_location)
+    saved = meta.get("model_config")
+    if saved is not None and _plain(saved) != _plain(ckpt.get("model_config", {})):
+        raise VaelabError(
+            f"{root}: checkpoints/last.pt does not fit model {config.model!r} of config.json "
+            "(its model settings differ); it is from another run or architecture"
+        )
     try:
         model = build_model(config.model, **ckpt["model_config"])
         model.load_state_dict(ckpt["model"])
@@ -139,3 +158,95 @@ def load_run(path: Path | str, map_location: str = "cpu") -> Run:
         ) from None
     model.eval()
     return Run(root, config, model, read_metrics(RunPaths(root).metrics), meta, int(ckpt["epoch"]))
+
+
+# ------------------------------------------------------------- writing a run
+def refuse_existing_run(root: Path) -> None:
+    """A new run never touches an existing one (checked before anything is written)."""
+    paths = RunPaths(root)
+    if paths.config.exists() or paths.last.exists():
+        raise VaelabError(
+            f"{root} already holds a run; continue it with: vaelab train --resume {root}, "
+            "or choose another --out"
+        )
+    if root.exists() and not root.is_dir():
+        raise VaelabError(f"--out {root} exists and is not a directory")
+
+
+def create_run_dir(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise VaelabError(
+            f"cannot write the run directory {root}: {exc.strerror or exc}; choose another --out"
+        ) from None
+
+
+def write_latents(
+    paths: RunPaths, epoch: int, latents: dict[str, np.ndarray], data: Dataset
+) -> None:
+
+    arrays = dict(
+        latents, labels=data.y_test.numpy(), inputs=data.x_test[:N_SHOWN].flatten(1).numpy()
+    )
+    atomic_write(paths.latent_file(epoch), lambda f: np.savez_compressed(f, **arrays))
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def truncate_metrics(path: Path, last_epoch: int) -> None:
+    """Drop rows written after the checkpoint we resume from (a crash between the two)."""
+    rows = [r for r in read_metrics(path) if r.get("epoch", -1) <= last_epoch]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """A generous estimate of one checkpoint: weights + two Adam moments + overhead."""
+    return 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (1 << 20)
+
+
+def check_disk_space(root: Path, model: nn.Module, data: Dataset, config: TrainConfig) -> None:
+    need = checkpoint_bytes(model) * (3 + len(config.cached_epochs()))
+    need += len(config.cached_epochs()) * data.x_test.shape[0] * config.latent_dim * 8
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise VaelabError(
+            f"not enough disk space in {root}: {free / 2**20:.1f} MiB free, the run needs "
+            f"about {need / 2**20:.1f} MiB; free some space or choose another --out"
+        )
+
+
+def write_run_config(
+    paths: RunPaths, config: TrainConfig, model_config: dict, data: Dataset, dev: torch.device
+) -> None:
+    from vaelab import __version__
+
+    meta = {
+        "vaelab_version": __version__,
+        "torch_version": torch.__version__,
+        "config": config.to_dict(),
+        "model_config": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in model_config.items()
+        },
+        "data": data.describe(),
+        "device": str(dev),
+        "test_loss_note": "test_* metrics use z = mu (the lecture's eval mode), not a "
+        "sampled ELBO; vaelab evaluate computes the sampled bound",
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    atomic_write_json(paths.config, meta)
+
+
+def mark_finished(paths: RunPaths) -> None:
+    """Record in config.json that every epoch and the final figures are done."""
+    meta = json.loads(paths.config.read_text())
+    meta["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    atomic_write_json(paths.config, meta)

@@ -18,6 +18,16 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
+def sigma_value(text: str) -> float | str:
+    """A positive number or the word 'learned' (--gaussian-sigma)."""
+    if text == "learned":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'learned', got {text!r}") from None
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Training flags. Defaults are SUPPRESSed so that only flags the user gave reach the
     config (and --resume can tell which settings were asked to change)."""
@@ -60,10 +70,47 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--hidden", type=int, default=S, metavar="H", help="hidden units (default d^2)")
     g.add_argument(
-        "--recon", default=S, choices=["bce", "mse"], help="reconstruction loss (default bce)"
+        "--recon",
+        default=S,
+        choices=["bce", "mse"],
+        help="the lecture's reconstruction loss: bce, or mse = 0.5 * squared error (default bce)",
+    )
+    g.add_argument(
+        "--likelihood",
+        default=S,
+        choices=["bernoulli", "continuous-bernoulli", "gaussian"],
+        help="p(x|z) instead of --recon: bernoulli (= bce), continuous-bernoulli (a density "
+        "on [0, 1]), gaussian (normalised, mean sigmoid(logits))",
+    )
+    g.add_argument(
+        "--gaussian-sigma",
+        type=sigma_value,
+        default=S,
+        metavar="S|learned",
+        help="the gaussian likelihood's scale: a fixed number (default 1) or 'learned'",
     )
     g.add_argument(
         "--beta", type=float, default=S, help=f"weight of the KL term (default {d.beta:g})"
+    )
+    g.add_argument(
+        "--kl-warmup",
+        type=float,
+        default=S,
+        metavar="EPOCHS",
+        help="anneal the KL weight linearly from 0 to beta over EPOCHS epochs (default 0: off)",
+    )
+    g.add_argument(
+        "--objective",
+        default=S,
+        choices=["elbo", "iwae"],
+        help="training bound: elbo, or iwae, the importance-weighted bound (default elbo)",
+    )
+    g.add_argument(
+        "--iw-k",
+        type=int,
+        default=S,
+        metavar="K",
+        help="importance samples of --objective iwae (default 5; K=1 is the ELBO)",
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {d.lr:g})")
@@ -85,6 +132,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--device", default=S, choices=["auto", "cpu", "cuda"], help="where to train (default auto)"
     )
+    g.add_argument(
+        "--grad-clip",
+        type=float,
+        default=S,
+        metavar="NORM",
+        help="clip the gradient's global norm (default: no clipping)",
+    )
     g = p.add_argument_group("run directory")
     g.add_argument(
         "--out", default=S, metavar="RUN", help="run directory to create (default runs/<timestamp>)"
@@ -99,10 +153,26 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="epochs whose test-set latents are cached (default 0,5,10 that run, and the last)",
     )
+    g.add_argument(
+        "--keep-every",
+        type=int,
+        default=S,
+        metavar="N",
+        help="also keep a resumable checkpoint every N epochs (checkpoints/epoch-NNN.pt)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    g.add_argument(
+        "--report", action="store_true", default=S, help="write RUN/report.html at the end"
+    )
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=S,
+        help="also log losses and images per epoch to RUN/tb/ (needs vaelab[tensorboard])",
+    )
 
 
-RUN_ONLY = {"out", "resume", "quiet"}
+RUN_ONLY = {"out", "resume", "quiet", "report"}
 RESUMABLE = {"epochs", "device"}
 
 
@@ -132,6 +202,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(**{k: v for k, v in given.items() if k not in RUN_ONLY})
         root = train(config, out=given.get("out"), progress=not quiet, log=log)
     log(f"run written to {root}")
+    if given.get("report"):
+        from vaelab.report import build_report
+
+        log(f"report written to {build_report(root)}")
     return 0
 
 
