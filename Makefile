@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := constraints.txt
-APT_PACKAGES := dataset-fashion-mnist
+APT_PACKAGES := dataset-fashion-mnist chromium
 
 .PHONY: install install-dev system-deps demo test lint format clean
 
@@ -36,9 +36,11 @@ system-deps:  ## Debian packages the tests use (Fashion-MNIST), installed if mis
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-demo: install  ## train the lecture's VAE on MNIST (10 epochs) into runs/demo/
+demo: install  ## train the lecture's VAE on MNIST (10 epochs) into runs/demo/, its AE twin, reports
 	@if [ -d runs/demo ]; then rm -rf runs/demo.prev && mv runs/demo runs/demo.prev; fi
-	$(BIN)/vaelab train --out runs/demo
+	$(BIN)/vaelab train --out runs/demo --report
+	$(BIN)/vaelab train --out runs/demo/ae --model ae --quiet
+	$(BIN)/vaelab compare runs/demo runs/demo/ae --out runs/demo/compare.html
 
 test: install-dev  ## the whole test suite
 	$(BIN)/python -m pytest

@@ -25,6 +25,9 @@ class Parser(argparse.ArgumentParser):
 # Each module registers its subcommands; adding a command area adds one line here.
 COMMAND_MODULES = [
     "vaelab.cli.train",
+    "vaelab.cli.serve",
+    "vaelab.cli.figures",
+    "vaelab.cli.evaluate",
 ]
 
 

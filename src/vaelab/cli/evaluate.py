@@ -1,0 +1,179 @@
+"""Measurement commands: ``vaelab evaluate``, ``vaelab classifier train``, ``vaelab sweep``."""
+
+from __future__ import annotations
+
+import argparse
+
+from vaelab.cli.train import add_train_arguments
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
+
+
+def add_eval_arguments(p: argparse.ArgumentParser, batch_flag: str) -> None:
+    g = p.add_argument_group("evaluation")
+    g.add_argument(
+        "--iw-samples",
+        type=positive_int,
+        default=5000,
+        metavar="K",
+        help="importance samples per image for nll_iwae (default 5000)",
+    )
+    g.add_argument(
+        batch_flag,
+        dest="eval_batch_size",
+        type=positive_int,
+        default=100,
+        metavar="B",
+        help="images per chunk; memory holds about 8192 decoder rows (default 100)",
+    )
+    g.add_argument(
+        "--n-samples",
+        type=positive_int,
+        default=10000,
+        metavar="N",
+        help="prior samples scored by the classifier (default 10000)",
+    )
+    g.add_argument(
+        "--no-sample-scores",
+        action="store_true",
+        help="skip the classifier scores of prior samples (and training the classifier)",
+    )
+    g.add_argument(
+        "--eval-seed", type=int, default=0, help="seed of the importance and prior samples"
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from vaelab.evaluate import evaluate_run, format_result
+
+    log = (lambda _msg: None) if args.quiet else print
+    result = evaluate_run(
+        args.run,
+        iw_samples=args.iw_samples,
+        split=args.split,
+        batch_size=args.eval_batch_size,
+        binarize=args.binarize,
+        n_samples=args.n_samples,
+        scores=not args.no_sample_scores,
+        device=args.device,
+        seed=args.eval_seed,
+        progress=not args.quiet,
+        log=log,
+    )
+    print(format_result(result))
+    log(f"wrote {args.run.rstrip('/')}/eval.json")
+    return 0
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    from vaelab.classifier import get_classifier
+    from vaelab.data import load_dataset
+
+    data = load_dataset(args.dataset, args.data_dir)
+    _, info = get_classifier(data, retrain=args.force, epochs=args.epochs)
+    state = "trained" if info["trained_now"] else "already cached (use --force to retrain)"
+    print(
+        f"classifier for {data.name} {state}: test accuracy "
+        f"{100 * info['test_accuracy']:.2f}%, {info['path']}"
+    )
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from vaelab.config import TrainConfig
+    from vaelab.errors import VaelabError
+    from vaelab.sweep import sweep
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    if "resume" in given:
+        raise VaelabError("vaelab sweep trains new runs; --resume is not available here")
+    train_keys = {f for f in TrainConfig.__dataclass_fields__} - {"beta"}
+    config = TrainConfig(**{k: v for k, v in given.items() if k in train_keys})
+    sweep(
+        "beta",
+        args.beta,
+        config,
+        args.out,
+        iw_samples=args.iw_samples,
+        eval_batch_size=args.eval_batch_size,
+        n_samples=args.n_samples,
+        scores=not args.no_sample_scores,
+        seed=args.eval_seed,
+        progress=not args.quiet,
+        log=(lambda _msg: None) if args.quiet else print,
+    )
+    return 0
+
+
+def register(command) -> None:
+    p = command(
+        "evaluate",
+        cmd_evaluate,
+        "sampled ELBO, IWAE estimate of the NLL, active units and sample scores -> RUN/eval.json",
+    )
+    p.add_argument("run", metavar="RUN", help="a run directory written by vaelab train")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="(default test)")
+    p.add_argument(
+        "--binarize",
+        default=None,
+        choices=["none", "dynamic", "static"],
+        help="score on other binarised data than the run's own (default: the run's)",
+    )
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default auto)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    add_eval_arguments(p, "--batch-size")
+
+    p = command("classifier", None, "the digit classifier that scores prior samples")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    sub.required = True
+    t = sub.add_parser(
+        "train",
+        help="train the CNN classifier of a dataset (>= 99%% on MNIST) into the user cache",
+        description="train the CNN classifier of a dataset into the user cache",
+    )
+    t.set_defaults(func=cmd_classifier_train)
+    t.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, IDX folder, .npz")
+    t.add_argument("--data-dir", default=None, help="look here first for the data files")
+    t.add_argument("--epochs", type=positive_int, default=5, help="(default 5)")
+    t.add_argument("--force", action="store_true", help="retrain even if one is cached")
+
+    p = command(
+        "sweep",
+        cmd_sweep,
+        "train one run per beta on shared data, evaluate each, write a table and a "
+        "rate-distortion plot",
+    )
+    add_train_arguments(p)
+    p.conflict_handler = "resolve"  # --beta and --out below replace the training flags
+    g = p.add_argument_group("sweep")  # a group made now inherits "resolve"
+    g.add_argument(
+        "--beta",
+        type=float_list,
+        required=True,
+        metavar="LIST",
+        help="comma-separated KL weights, e.g. 0.5,1,2,4",
+    )
+    g.add_argument("--out", required=True, metavar="DIR", help="one run per value in DIR/")
+    add_eval_arguments(p, "--eval-batch-size")
