@@ -71,7 +71,7 @@ def sweep(
     Returns one row per value (the evaluation, flattened, plus ``param`` and the value);
     a run already finished in ``out`` with the same settings is evaluated, not retrained.
     """
-    from vaelab.evaluate import evaluate_run
+    from vaelab.evaluate import check_arguments, evaluate_run
     from vaelab.train import train
 
     config = config or TrainConfig()
@@ -79,7 +79,11 @@ def sweep(
         raise VaelabError(f"cannot sweep {param!r}: not a training setting")
     if not values:
         raise VaelabError(f"give at least one value of --{param.replace('_', '-')}")
-    configs = [dataclasses.replace(config, **{param: v}) for v in values]  # validates each
+    check_arguments(iw_samples, eval_batch_size, n_samples, None, "test")  # before training
+    derived = {}
+    if param == "latent_dim" and config.hidden == config.latent_dim**2:
+        derived["hidden"] = None  # keep the lecture's hidden = d^2 for every d
+    configs = [dataclasses.replace(config, **derived, **{param: v}) for v in values]
     out = Path(out)
     data = load_dataset(config.dataset, config.data_dir)  # once, shared by every run
     rows = []

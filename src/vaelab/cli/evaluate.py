@@ -44,7 +44,8 @@ def add_eval_arguments(p: argparse.ArgumentParser, batch_flag: str) -> None:
         type=positive_int,
         default=100,
         metavar="B",
-        help="images per chunk; memory holds about 8192 decoder rows (default 100)",
+        help="images per chunk, each with as many samples as fit in 4096 decoder rows on "
+        "CPU (default 100)",
     )
     g.add_argument(
         "--n-samples",
@@ -100,6 +101,8 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from vaelab.config import TrainConfig
     from vaelab.errors import VaelabError
     from vaelab.sweep import sweep
@@ -107,7 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     if "resume" in given:
         raise VaelabError("vaelab sweep trains new runs; --resume is not available here")
-    train_keys = {f for f in TrainConfig.__dataclass_fields__} - {"beta"}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"beta"}
     config = TrainConfig(**{k: v for k, v in given.items() if k in train_keys})
     sweep(
         "beta",
