@@ -106,7 +106,9 @@ def iwae_estimate(
     sample_chunk = min(k, sample_chunk or max(1, rows // batch_size))
     out: dict[str, list[Tensor]] = {n: [] for n in ("nll_iwae", "recon", "kl", "kl_per_dim", "mu")}
     starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=f"K={k}", unit="batch", disable=not progress, leave=False):
+    for start in tqdm(
+        starts, desc=f"K={k}", unit="batch", disable=None if progress else True, leave=False
+    ):
         xb = x[start : start + batch_size].to(dev).flatten(1)  # (B, D)
         mu, logvar = model.encode(xb)  # (B, d) each
         B, D = xb.shape

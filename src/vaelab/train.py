@@ -128,7 +128,7 @@ def train_epoch(
         initial=state.step,
         desc=f"epoch {epoch}/{config.epochs}",
         leave=False,
-        disable=not progress,
+        disable=None if progress else True,  # None: off when stderr is not a terminal
         unit="step",
         file=sys.stderr,
     )
