@@ -24,3 +24,16 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(path, boom)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        from vaelab import fileio
+
+        mask, fileio._UMASK = fileio._UMASK, 0o022
+        atomic_write_json(tmp_path / "report.json", {})
+        fileio._UMASK = mask
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
