@@ -12,6 +12,7 @@ import numpy as np
 
 from vaelab import analysis, plots
 from vaelab.errors import VaelabError
+from vaelab.fileio import make_writable_dir
 from vaelab.run import Run
 
 N_CACHED_SHOWN = 16  # reconstructions kept in every latents/epoch-NNN.npz
@@ -21,10 +22,7 @@ def output_dir(run: Run, out: Path | str | None) -> Path:
     """``out`` (default RUN/figures), created and checked to be writable."""
     folder = Path(out) if out is not None else run.paths.figures
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        make_writable_dir(folder)
     except OSError as exc:
         raise VaelabError(
             f"cannot write figures to {folder}: {exc.strerror or exc}; pass a writable --out"

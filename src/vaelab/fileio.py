@@ -43,6 +43,15 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def make_writable_dir(folder: Path | str) -> None:
+    """Create ``folder`` if needed and prove it takes a file; raises OSError if not."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".write-test"
+    probe.write_bytes(b"ok")
+    probe.unlink()
+
+
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(f)`` on a temporary binary file, then atomically move it to ``path``."""
     path = Path(path)

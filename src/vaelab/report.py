@@ -19,7 +19,7 @@ from typing import Any
 
 from vaelab import analysis, figures, plots
 from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write_text
+from vaelab.fileio import atomic_write_text, make_writable_dir
 from vaelab.run import Run, load_run
 
 STYLE = """
@@ -124,10 +124,7 @@ def _metrics_table(run: Run) -> str:
 
 def _out_file(path: Path) -> Path:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        make_writable_dir(path.parent)
     except OSError as exc:
         raise VaelabError(
             f"cannot write {path}: {exc.strerror or exc}; pass a writable --out"

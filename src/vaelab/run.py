@@ -26,7 +26,7 @@ from vaelab.checkpoint import load_checkpoint
 from vaelab.config import TrainConfig
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write, atomic_write_json, atomic_write_text
+from vaelab.fileio import atomic_write, atomic_write_json, atomic_write_text, make_writable_dir
 from vaelab.models import MODELS, build_model
 
 N_SHOWN = 16  # test images whose reconstructions are kept per cached epoch
@@ -175,10 +175,7 @@ def refuse_existing_run(root: Path) -> None:
 
 def create_run_dir(root: Path) -> None:
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        make_writable_dir(root)
     except OSError as exc:
         raise VaelabError(
             f"cannot write the run directory {root}: {exc.strerror or exc}; choose another --out"
