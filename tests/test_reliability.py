@@ -185,7 +185,7 @@ def test_mid_epoch_stop_and_resume_in_process(tmp_path, tiny, monkeypatch):
 
     def enter(self):
         real_enter(self)
-        original = train_module.training_loss
+        original = train_module.objective_terms
 
         def counting(*args, **kwargs):
             calls["n"] += 1
@@ -193,7 +193,7 @@ def test_mid_epoch_stop_and_resume_in_process(tmp_path, tiny, monkeypatch):
                 self.signum = signal.SIGTERM
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(train_module, "training_loss", counting)
+        monkeypatch.setattr(train_module, "objective_terms", counting)
         return self
 
     monkeypatch.setattr(train_module.GracefulStop, "__enter__", enter)

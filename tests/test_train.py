@@ -95,6 +95,7 @@ def test_resume_gives_the_uninterrupted_weights(tiny, tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3, 4]
     full_rows = read_metrics(RunPaths(full).metrics)
     assert [r["test_loss"] for r in rows] == [r["test_loss"] for r in full_rows]
+    assert load_run(part).config.epochs == 4  # the new target is recorded in config.json
 
 
 def test_resume_a_finished_run_asks_for_more_epochs(tiny, tmp_path):
@@ -161,3 +162,33 @@ def test_resume_after_a_kill_during_the_final_figures_only_draws_them(tiny, tmp_
     train(resume=root, data=tiny, **QUIET)
     assert (paths.figures / "samples.png").is_file() and paths.last.read_bytes() == before
     assert "finished" in json.loads(paths.config.read_text())
+
+
+def test_bf16_precision_runs_matmuls_in_bfloat16_and_keeps_the_loss(tiny, tmp_path):
+    from vaelab.models import build_model
+    from vaelab.train import make_optimizer, train_epoch
+
+    config = small(precision="bf16", dataset="tiny", epochs=1)
+    model = build_model("vae", input_shape=tiny.input_shape, latent_dim=2, hidden=16)
+    seen = set()
+    model.encoder[0].register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    row = train_epoch(model, make_optimizer(model, 1e-3), tiny.x_train, config, 1, False)
+    assert seen == {torch.bfloat16} and all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.isfinite(torch.tensor(row["train_loss"]))
+    fp32 = train(small(), out=tmp_path / "fp32", data=tiny, **QUIET)
+    bf16 = train(small(precision="bf16"), out=tmp_path / "bf16", data=tiny, **QUIET)
+    a, b = (read_metrics(RunPaths(r).metrics)[-1]["test_loss"] for r in (fp32, bf16))
+    assert b == pytest.approx(a, rel=0.01)
+
+
+def test_compiled_training_step_gives_the_same_loss(tiny, tmp_path):
+    plain = train(small(), out=tmp_path / "plain", data=tiny, **QUIET)
+    compiled = train(small(compile=True), out=tmp_path / "compiled", data=tiny, **QUIET)
+    a, b = (read_metrics(RunPaths(r).metrics)[-1]["test_loss"] for r in (plain, compiled))
+    assert b == pytest.approx(a, rel=0.01)
+    assert load_run(compiled).config.compile  # saved with the run, like every setting
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(VaelabError, match="--precision"):
+        small(precision="fp8")

@@ -9,10 +9,24 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from vaelab.config import TrainConfig  # noqa: E402
-from vaelab.data import Dataset, load_dataset  # noqa: E402
-from vaelab.errors import VaelabError  # noqa: E402
-from vaelab.run import Run, load_run  # noqa: E402
+# The public names load on first use (PEP 562), so that ``import vaelab`` and
+# ``vaelab --help`` do not pay for importing torch.
+_LAZY = {
+    "TrainConfig": "vaelab.config",
+    "Dataset": "vaelab.data",
+    "load_dataset": "vaelab.data",
+    "VaelabError": "vaelab.errors",
+    "Run": "vaelab.run",
+    "load_run": "vaelab.run",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
 
 
 def train(*args, **kwargs):

@@ -15,6 +15,7 @@ from vaelab.errors import VaelabError
 
 RECON_CHOICES = ("bce", "mse")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+PRECISION_CHOICES = ("fp32", "bf16")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
@@ -23,7 +24,18 @@ LECTURE_EMBED_EPOCHS = (0, 5, 10)
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``."""
+    """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``.
+
+    Examples:
+        >>> TrainConfig().hidden, TrainConfig(latent_dim=2).hidden  # d^2 unless given
+        (400, 4)
+        >>> TrainConfig(model="ae", epochs=3).to_dict()["model"]
+        'ae'
+        >>> TrainConfig(lr=float("nan"))
+        Traceback (most recent call last):
+        ...
+        vaelab.errors.VaelabError: --lr must be a positive finite number, got nan
+    """
 
     dataset: str = "mnist"  # a known name or a path to IDX files / an .npz
     data_dir: str | None = None  # extra place to look for data first
@@ -45,6 +57,8 @@ class TrainConfig:
     epochs: int = 10
     seed: int = 1
     device: str = "auto"
+    precision: str = "fp32"  # bf16: autocast matmuls to bfloat16, fp32 weights and losses
+    compile: bool = False  # torch.compile the training step (a C++ compiler on CPU)
     grad_clip: float | None = None  # clip the gradient's global norm to this value
     keep_every: int | None = None  # also keep a full checkpoint every N epochs
     embed_epochs: list[int] | None = None  # None: the lecture's 0, 5, 10 that run + the last
@@ -98,6 +112,10 @@ class TrainConfig:
         if self.device not in DEVICE_CHOICES:
             raise VaelabError(
                 f"unknown --device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
+            )
+        if self.precision not in PRECISION_CHOICES:
+            raise VaelabError(
+                f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISION_CHOICES)}"
             )
         for e in self.embed_epochs or []:
             if not 0 <= e <= self.epochs:
@@ -162,7 +180,14 @@ class TrainConfig:
 
     def cached_epochs(self) -> list[int]:
         """Epochs whose test-set latents are kept: as given, or the lecture's 0, 5, 10
-        (those that run) plus the final epoch."""
+        (those that run) plus the final epoch.
+
+        Examples:
+            >>> TrainConfig().cached_epochs(), TrainConfig(epochs=3).cached_epochs()
+            ([0, 5, 10], [0, 3])
+            >>> TrainConfig(epochs=20, embed_epochs=[20, 1]).cached_epochs()
+            [1, 20]
+        """
         if self.embed_epochs is not None:
             return list(self.embed_epochs)
         return sorted({e for e in LECTURE_EMBED_EPOCHS if e <= self.epochs} | {self.epochs})

@@ -25,3 +25,9 @@ class TrainingInterrupted(VaelabError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RankLostError(VaelabError):
+    """A torch.distributed peer stopped, so this rank cannot go on (exit code 1)."""
+
+    exit_code = 1

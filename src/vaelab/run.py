@@ -222,7 +222,12 @@ def check_disk_space(root: Path, model: nn.Module, data: Dataset, config: TrainC
 
 
 def write_run_config(
-    paths: RunPaths, config: TrainConfig, model_config: dict, data: Dataset, dev: torch.device
+    paths: RunPaths,
+    config: TrainConfig,
+    model_config: dict,
+    data: Dataset,
+    dev: torch.device,
+    world_size: int = 1,
 ) -> None:
     from vaelab import __version__
 
@@ -235,11 +240,21 @@ def write_run_config(
         },
         "data": data.describe(),
         "device": str(dev),
+        "processes": world_size,  # torch.distributed ranks that trained it (1: one process)
         "test_loss_note": "test_* metrics use z = mu (the lecture's eval mode), not a "
         "sampled ELBO; vaelab evaluate computes the sampled bound",
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     atomic_write_json(paths.config, meta)
+
+
+def update_run_config(paths: RunPaths, config: TrainConfig) -> None:
+    """Record settings changed on resume (--epochs, --device) in config.json."""
+    meta = json.loads(paths.config.read_text())
+    if meta["config"] != config.to_dict():
+        meta["config"] = config.to_dict()
+        meta.pop("finished", None)
+        atomic_write_json(paths.config, meta)
 
 
 def mark_finished(paths: RunPaths) -> None:

@@ -26,10 +26,23 @@ from tqdm import tqdm
 from vaelab.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vaelab.config import TrainConfig
 from vaelab.data import Dataset, binarize_dataset, check_unit_range, load_dataset
-from vaelab.errors import DivergenceError, TrainingInterrupted, VaelabError
+from vaelab.distributed import (
+    World,
+    any_rank,
+    destroy_process_group,
+    failpoint,
+    gather_objects,
+    init_process_group,
+    is_peer_failure,
+    rank_slice,
+    sum_over_ranks,
+    world_from_env,
+)
+from vaelab.errors import DivergenceError, RankLostError, TrainingInterrupted, VaelabError
 from vaelab.fileio import remove_stale_temp_files
+from vaelab.losses import LossTerms
 from vaelab.models import build_model
-from vaelab.objectives import elbo_terms, training_loss
+from vaelab.objectives import elbo_terms, kl_weight, objective_terms
 from vaelab.run import (
     N_SHOWN,
     RunPaths,
@@ -40,6 +53,7 @@ from vaelab.run import (
     read_run_config,
     refuse_existing_run,
     truncate_metrics,
+    update_run_config,
     write_latents,
     write_run_config,
 )
@@ -47,14 +61,32 @@ from vaelab.stopping import EpochProgress, GracefulStop, StopRequested
 from vaelab.tracking import open_tracker
 
 EVAL_BATCH = 1000
+STOP_POLL_STEPS = 20  # how often ranks of a multi-process run agree on a stop signal
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, world: World = World()) -> torch.device:
+    """cpu or cuda (``auto``: cuda when PyTorch sees a GPU); rank r of a job on GPUs takes
+    the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise VaelabError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    if name == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
     return torch.device(name)
+
+
+class TrainingLoss(nn.Module):
+    """The model with its training objective as ``forward``: DDP synchronises gradients
+    through ``forward`` and torch.compile traces it, so both see the whole step."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, x: Tensor, weight: float | Tensor) -> LossTerms:
+        return objective_terms(self.model, x, self.config, weight)
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -107,10 +139,6 @@ def evaluate_loss(
     return {"test_loss": loss, "test_recon": rec, "test_kl": kl}, latents
 
 
-def _grad_norm(model: nn.Module) -> Tensor:
-    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-
-
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -120,19 +148,37 @@ def train_epoch(
     progress: bool,
     resume_from: EpochProgress | None = None,
     stop: GracefulStop | None = None,
+    world: World = World(),
+    step_loss: nn.Module | None = None,
 ) -> dict[str, float]:
     """One pass over ``x`` in the epoch's permutation; per-sample averages of the terms.
 
     The loss is summed over the batch, as in the lecture (Adam is insensitive to scale).
     ``resume_from`` continues a pass interrupted at a step boundary; ``stop`` is polled
-    after every step and raises StopRequested with the progress so far."""
+    after every step and raises StopRequested with the progress so far. ``step_loss``
+    computes the batch's loss terms (default ``TrainingLoss(model)``; the trainer passes
+    its DDP-wrapped or compiled one). On several ranks each takes its slice of every
+    global batch and the epoch's sums are added over ranks at the end."""
     model.train()
+    step_loss = step_loss if step_loss is not None else TrainingLoss(model, config)
     n = len(x)
     state = resume_from or EpochProgress(epoch)
     perm = epoch_permutation(n, config.seed, epoch).to(x.device)
-    sums = torch.tensor(state.sums, device=x.device, dtype=torch.float64)
+    # Saved sums are global (added over ranks), so only one rank starts from them.
+    sums = torch.tensor(state.sums if world.is_main else [0.0] * 3, dtype=torch.float64)
+    sums = sums.to(x.device)
     steps = (n + config.batch_size - 1) // config.batch_size
     on_cpu = x.device.type == "cpu"  # checks each step are free on CPU, a sync on a GPU
+    weight: float | Tensor = kl_weight(config, epoch)
+    if config.kl_warmup > 0:  # on the device (no copy per step), a tensor for torch.compile
+        weights = [kl_weight(config, epoch, s / steps) for s in range(steps)]
+        weights = torch.tensor(weights, dtype=torch.float32, device=x.device)
+    # DDP averages gradients over ranks; scaling by the world size makes that the sum over
+    # the global batch, the gradient of one process on the whole batch.
+    scale = float(world.size)
+    autocast = torch.autocast(
+        x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
+    )
     bar = tqdm(
         total=steps,
         initial=state.step,
@@ -144,34 +190,47 @@ def train_epoch(
     )
     t0 = time.perf_counter()
     for step in range(state.step, steps):
-        xb = x[perm[step * config.batch_size : (step + 1) * config.batch_size]]
+        batch = rank_slice(perm[step * config.batch_size : (step + 1) * config.batch_size], world)
+        xb = x.index_select(0, batch)  # a row gather: several times faster than x[batch]
         if config.binarize == "dynamic":  # a fresh binary image per visit (Burda et al.)
             xb = torch.bernoulli(xb)
-        terms = training_loss(model, xb, config, epoch, step / steps)
+        if config.kl_warmup > 0:
+            weight = weights[step]
+        with autocast:
+            terms = step_loss(xb, weight)
         loss = terms.loss.sum()
         if on_cpu and not torch.isfinite(loss):
             raise _divergence(epoch, step, "loss")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale if world.distributed else loss).backward()
         if config.grad_clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        elif on_cpu:
-            norm = _grad_norm(model)
-        if on_cpu and not torch.isfinite(norm):
-            raise _divergence(epoch, step, "gradient")
+            if on_cpu and not torch.isfinite(norm):
+                raise _divergence(epoch, step, "gradient")
+        # Unclipped, a non-finite gradient makes the next step's loss (or the epoch's test
+        # loss, checked before the checkpoint is written) non-finite: no per-step norm.
         optimizer.step()
         sums += torch.stack([t.detach().sum() for t in terms]).double()
-        if progress and (step % 10 == 0 or step == steps - 1):
-            bar.set_postfix(loss=f"{sums[0].item() / min(n, (step + 1) * config.batch_size):.2f}")
+        if progress and on_cpu and (step % 10 == 0 or step == steps - 1):
+            seen = min(n, (step + 1) * config.batch_size) / world.size
+            bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")
         bar.update()
-        if stop is not None and stop.signum is not None and step < steps - 1:
+        stopping = stop is not None and stop.signum is not None
+        # Ranks agree on stopping through a collective: every STOP_POLL_STEPS steps, not
+        # every step, so a GPU job does not wait for the host each step.
+        poll = not world.distributed or step % STOP_POLL_STEPS == 0
+        if step < steps - 1 and poll and any_rank(stopping, world, x.device):
             bar.close()
             raise StopRequested(
                 EpochProgress(
-                    epoch, step + 1, sums.tolist(), state.seconds + time.perf_counter() - t0
+                    epoch,
+                    step + 1,
+                    sum_over_ranks(sums, world).tolist(),
+                    state.seconds + time.perf_counter() - t0,
                 )
             )
     bar.close()
+    sums = sum_over_ranks(sums, world)
     seconds = state.seconds + time.perf_counter() - t0
     loss, rec, kl = (sums / n).tolist()
     if not np.isfinite(loss):
@@ -229,16 +288,22 @@ class RunState:
     finish_only: bool = False  # every epoch is trained; only the final figures are missing
 
 
-def _open_run(config, out, resume, epochs, device) -> RunState:
+def _open_run(config, out, resume, epochs, device, world: World = World()) -> RunState:
     """A new run directory, or the saved settings and last checkpoint of ``resume``."""
     if resume is None:
         config = config or TrainConfig()
+        if out is None and world.distributed:
+            raise VaelabError(
+                "a multi-process run needs --out RUN (every rank must write to the same place)"
+            )
         root = Path(out) if out is not None else default_run_dir()
-        refuse_existing_run(root)
+        if world.is_main:
+            refuse_existing_run(root)
         return RunState(config, root, 0, None, None)
     root = Path(resume)
     meta = read_run_config(root)
-    remove_stale_temp_files(root)  # left by a process killed mid-write
+    if world.is_main:
+        remove_stale_temp_files(root)  # left by a process killed mid-write
     saved = dict(meta["config"])
     saved.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
     config = TrainConfig.from_dict(saved)
@@ -283,18 +348,46 @@ def train(
 
     ``resume=RUN`` continues RUN from checkpoints/last.pt with its saved settings
     (``epochs`` may raise the target, ``device`` may change). ``data`` skips loading.
-    SIGINT/SIGTERM stop at the next step boundary after writing a checkpoint.
+    SIGINT/SIGTERM stop at the next step boundary after writing a checkpoint. Started by
+    torchrun, each process trains its share of every batch (vaelab.distributed) and rank 0
+    alone writes the run.
     """
-    state = _open_run(config, out, resume, epochs, device)
-    config, root, paths = state.config, state.root, RunPaths(state.root)
+    world = world_from_env()
+    state = _open_run(config, out, resume, epochs, device, world)
+    config, root = state.config, state.root
     if state.finish_only:
-        _final_figures(root)
-        mark_finished(paths)
+        if world.is_main:
+            _final_figures(root)
+            mark_finished(RunPaths(root))
         return root
-    dev = select_device(config.device)
-    tracker = open_tracker(config.tensorboard, root)  # --tensorboard: RUN/tb/
+    dev = select_device(config.device, world)
+    init_process_group(world, dev)
+    try:
+        _train_run(state, dev, world, data, progress if world.is_main else False, log)
+    except RuntimeError as exc:
+        if world.distributed and is_peer_failure(exc):
+            raise RankLostError(
+                f"rank {world.rank}: another rank stopped ({str(exc).splitlines()[0][:100]})"
+            ) from None
+        raise
+    finally:
+        destroy_process_group()
+    return root
+
+
+def _train_run(
+    state: RunState,
+    dev: torch.device,
+    world: World,
+    data: Dataset | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> None:
+    config, root, paths = state.config, state.root, RunPaths(state.root)
+    main = world.is_main
+    log = log if main else (lambda _msg: None)
     data = _prepare_data(config, data, state.meta)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     learn_sigma = config.gaussian_sigma == "learned"
     model = build_model(
         config.model,
@@ -303,6 +396,8 @@ def train(
     model = model.to(dev)
     optimizer = make_optimizer(model, config.lr)
     model_config = dict(vars(model.config))
+    if world.rank > 0:  # other noise on each rank; rank 0 draws what one process draws
+        torch.manual_seed(config.seed * 1_000_003 + world.rank)
     partial = None
     if state.ckpt is not None:
         try:
@@ -313,30 +408,38 @@ def train(
                 f"{paths.last} does not fit model {config.model!r} of {paths.config} "
                 f"({str(exc).splitlines()[0][:120]}); it is from another architecture"
             ) from None
-        set_rng_state(state.ckpt["rng"])
+        _restore_rng(state.ckpt, world)
         partial = state.ckpt.get("partial")
         partial = EpochProgress(**partial) if partial else None
-        truncate_metrics(paths.metrics, state.start - 1)
+        if main:
+            truncate_metrics(paths.metrics, state.start - 1)
+            update_run_config(paths, config)  # a new --epochs target or --device
         log(f"resuming {root} at epoch {state.start} of {config.epochs}")
-    else:
+    elif main:
         create_run_dir(root)
         check_disk_space(root, model, data, config)
-        write_run_config(paths, config, model_config, data, dev)
+        write_run_config(paths, config, model_config, data, dev, world.size)
         truncate_metrics(paths.metrics, -1)
+    tracker = open_tracker(config.tensorboard and main, root)  # --tensorboard: RUN/tb/
+    step_loss = step_loss_module(model, config, dev, world)
 
     def save_last(epoch: int, **extra: Any) -> None:
-        save_checkpoint(
-            paths.last,
-            config=config.to_dict(),
-            model_config=model_config,
-            model=model.state_dict(),
-            optimizer=optimizer.state_dict(),
-            rng=rng_state(),
-            epoch=epoch,
-            **extra,
-        )
+        rngs = gather_objects(rng_state(), world)  # every rank takes part
+        if main:
+            save_checkpoint(
+                paths.last,
+                config=config.to_dict(),
+                model_config=model_config,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                rng=rngs[0],
+                rng_ranks=rngs,
+                epoch=epoch,
+                **extra,
+            )
 
     x_train, x_test = data.x_train.to(dev), data.x_test.to(dev)
+    failpoint(world)
     with GracefulStop() as stop:
         for epoch in range(state.start, config.epochs + 1):
             row: dict[str, Any] = dict.fromkeys(
@@ -344,6 +447,7 @@ def train(
             )
             row = {"epoch": epoch, **row}
             if epoch > 0:
+                resume_from = partial if partial and partial.epoch == epoch else None
                 try:
                     row.update(
                         train_epoch(
@@ -353,25 +457,59 @@ def train(
                             config,
                             epoch,
                             progress,
-                            partial if partial and partial.epoch == epoch else None,
+                            resume_from,
                             stop,
+                            world,
+                            step_loss,
                         )
                     )
                 except StopRequested as stopped:
                     save_last(epoch - 1, partial=vars(stopped.progress))
                     raise _interrupted(stop.signum, root, epoch, stopped.progress.step) from None
-            _end_of_epoch(model, x_test, data, config, paths, epoch, row)
+            if main:
+                _end_of_epoch(model, x_test, data, config, paths, epoch, row)
             save_last(epoch)
-            if config.keep_every and epoch % config.keep_every == 0 and epoch > 0:
+            if main and config.keep_every and epoch % config.keep_every == 0 and epoch > 0:
                 shutil.copyfile(paths.last, paths.epoch_checkpoint(epoch))
-            log(_epoch_line(row))
-            tracker.log_epoch(epoch, row, model, x_test[:N_SHOWN])
+            if main:
+                log(_epoch_line(row))
+                tracker.log_epoch(epoch, row, model, x_test[:N_SHOWN])
             if stop.signum is not None and epoch < config.epochs:
                 raise _interrupted(stop.signum, root, epoch + 1, 0)
     tracker.close()
-    _final_figures(root)
-    mark_finished(paths)
-    return root
+    if main:
+        _final_figures(root)
+        mark_finished(paths)
+
+
+def step_loss_module(
+    model: nn.Module, config: TrainConfig, dev: torch.device, world: World = World()
+) -> nn.Module:
+    """The module a training step calls: the objective, wrapped in DDP on several ranks
+    and compiled with --compile."""
+    step_loss: nn.Module = TrainingLoss(model, config)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_loss = DistributedDataParallel(
+            step_loss, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
+    if config.compile:  # CUDA graphs on one GPU: no kernel-launch cost per small op
+        one_gpu = dev.type == "cuda" and not world.distributed
+        step_loss = torch.compile(step_loss, mode="reduce-overhead" if one_gpu else None)
+    return step_loss
+
+
+def _restore_rng(ckpt: dict[str, Any], world: World) -> None:
+    """Each rank's random state as saved; with another number of ranks, rank 0 takes the
+    saved state of rank 0 and the others a fresh seed of their own."""
+    ranks = ckpt.get("rng_ranks")
+    if ranks is not None and len(ranks) == world.size:
+        set_rng_state(ranks[world.rank])
+    elif world.is_main:
+        set_rng_state(ckpt["rng"])
+    else:
+        torch.manual_seed(int(ckpt["epoch"]) * 1_000_003 + world.rank)
 
 
 def _end_of_epoch(model, x_test, data, config, paths, epoch, row) -> None:

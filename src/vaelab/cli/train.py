@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 DEFAULTS_NOTE = (
     "defaults are the lecture's: MNIST, d=20, hidden=d^2, BCE+KL, Adam 1e-3, batch 256, 10 epochs"
@@ -31,9 +32,13 @@ def sigma_value(text: str) -> float | str:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Training flags. Defaults are SUPPRESSed so that only flags the user gave reach the
     config (and --resume can tell which settings were asked to change)."""
+    import dataclasses
+    import types
+
     from vaelab.config import TrainConfig
 
-    d = TrainConfig()
+    # The defaults without building a TrainConfig (its validation imports torch).
+    d = types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(TrainConfig)})
     S = argparse.SUPPRESS
     g = p.add_argument_group("data")
     g.add_argument(
@@ -133,6 +138,27 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--device", default=S, choices=["auto", "cpu", "cuda"], help="where to train (default auto)"
     )
     g.add_argument(
+        "--precision",
+        default=S,
+        choices=["fp32", "bf16"],
+        help="bf16: bfloat16 matmuls under autocast, fp32 weights and losses; about 2x faster "
+        "on CPUs with AVX512-BF16/AMX and on GPUs (default fp32)",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=S,
+        help="torch.compile the training step (slow to start; needs a C++ compiler on CPU)",
+    )
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=S,
+        metavar="N",
+        help="train in N processes with torch.distributed (DDP; gloo on CPU, NCCL on GPU), "
+        "as torchrun --nproc-per-node N -m vaelab train ... does; --batch-size stays global",
+    )
+    g.add_argument(
         "--grad-clip",
         type=float,
         default=S,
@@ -172,18 +198,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-RUN_ONLY = {"out", "resume", "quiet", "report"}
+RUN_ONLY = {"out", "resume", "quiet", "report", "nproc"}
 RESUMABLE = {"epochs", "device"}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.config import TrainConfig
-    from vaelab.errors import VaelabError
+    from vaelab.distributed import world_from_env
+    from vaelab.errors import TrainingInterrupted, VaelabError
     from vaelab.train import train
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     quiet = given.pop("quiet", False)
-    log = (lambda _msg: None) if quiet else print
+    nproc = given.pop("nproc", 1)
+    if nproc < 1:
+        raise VaelabError(f"--nproc must be a positive integer, got {nproc}")
     if "resume" in given:
         changed = sorted(set(given) - RUN_ONLY - RESUMABLE)
         if changed:
@@ -191,22 +220,48 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "--resume continues with the run's saved settings; only --epochs and --device "
                 f"can change (got --{changed[0].replace('_', '-')})"
             )
-        root = train(
-            resume=given["resume"],
-            epochs=given.get("epochs"),
-            device=given.get("device"),
-            progress=not quiet,
-            log=log,
-        )
+        config = None
     else:
         config = TrainConfig(**{k: v for k, v in given.items() if k not in RUN_ONLY})
-        root = train(config, out=given.get("out"), progress=not quiet, log=log)
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_processes(nproc, args.argv, given)
+    main = world_from_env().is_main
+    log = (lambda _msg: None) if quiet or not main else print
+    try:
+        if config is None:
+            root = train(
+                resume=given["resume"],
+                epochs=given.get("epochs"),
+                device=given.get("device"),
+                progress=not quiet,
+                log=log,
+            )
+        else:
+            root = train(config, out=given.get("out"), progress=not quiet, log=log)
+    except TrainingInterrupted as exc:
+        if main:
+            raise
+        return exc.exit_code  # rank 0 says where the checkpoint is
+    if not main:
+        return 0
     log(f"run written to {root}")
     if given.get("report"):
         from vaelab.report import build_report
 
         log(f"report written to {build_report(root)}")
     return 0
+
+
+def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
+    """``vaelab train --nproc N ...``: the same command in N torch.distributed processes.
+    A new run without --out gets its timestamped folder here, so every rank names it."""
+    from vaelab.distributed import launch, strip_nproc
+    from vaelab.train import default_run_dir
+
+    argv = strip_nproc(argv)
+    if "resume" not in given and "out" not in given:
+        argv += ["--out", str(default_run_dir())]
+    return launch(nproc, argv)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

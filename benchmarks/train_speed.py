@@ -1,0 +1,425 @@
+"""Training speed of the lecture's VAE (784-400-20): vaelab against the well-known data path.
+
+    .venv/bin/python benchmarks/train_speed.py [--epochs 2] [--rounds 2] [--write-docs]
+
+In one process, interleaved round by round, each variant trains a fresh model for the
+same epochs at the same batch size (128) on MNIST:
+
+- ``reference``: the data path of the PyTorch examples' VAE (written here, faithful to
+  it): a per-item Dataset that turns each uint8 image into a PIL image and then a float
+  tensor, a shuffling DataLoader, separate fc21/fc22 heads, BCE on sigmoid outputs, and
+  ``loss.item()`` every step;
+- ``naive``: the same model and loss with the dataset in memory and randperm batches;
+- ``vaelab fp32`` / ``vaelab bf16``: ``vaelab.train.train_epoch`` (in-memory batches,
+  BCE from logits, fused Adam, ``--precision bf16``); ``--compile`` adds torch.compile.
+
+It prints the CPU model, the measured matmul peak (fp32 and bf16), seconds per epoch
+(median), the ratio to the reference, the achieved GFLOP/s as a fraction of the fp32
+peak, and every variant's test loss (z = mu, the lecture's) after the same epochs. Then
+scaling tables (batch, latent and hidden size, dataset size) with a plot, and the
+lecture's 10-epoch run timed end to end as a user starts it (``vaelab train``).
+Results go to a JSON file; ``--write-docs`` puts the tables into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from vaelab.config import TrainConfig
+from vaelab.data import load_dataset
+from vaelab.losses import bernoulli_nll, gaussian_kl
+from vaelab.models import build_model
+from vaelab.train import evaluate_loss, make_optimizer, step_loss_module, train_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
+    """GFLOP/s of an n x n x n matmul in ``dtype``, best of repeated timed batches."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def epoch_gflop(n: int, D: int = 784, h: int = 400, d: int = 20) -> float:
+    """Training FLOPs of one epoch: forward + backward ~ 3 x forward, 2 FLOPs per
+    multiply-add of the four weight matrices (D*h, h*2d, d*h, h*D)."""
+    return 3 * 2 * n * (D * h + h * 2 * d + d * h + h * D) / 1e9
+
+
+# The reference: the PyTorch examples' VAE and data path, reproduced for comparison.
+class PILDataset(torch.utils.data.Dataset):
+    """One uint8 28x28 image at a time, through PIL, to a float tensor in [0, 1]."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        img = Image.fromarray(self.images[i], mode="L")
+        x = torch.from_numpy(np.array(img, copy=True)).view(1, 28, 28).float().div(255)
+        return x, 0
+
+
+class ReferenceVAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        return self.fc21(h), self.fc22(h)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.fc4(F.relu(self.fc3(z)))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.decode_logits(z)), mu, logvar
+
+
+def reference_loss(x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+@torch.no_grad()
+def reference_test_loss(model: ReferenceVAE, x: Tensor) -> float:
+    """The lecture's test loss (z = mu) of the reference model, as vaelab computes it."""
+    mu, logvar = model.encode(x)
+    return float((bernoulli_nll(model.decode_logits(mu), x) + gaussian_kl(mu, logvar)).mean())
+
+
+def run_reference(x_u8: np.ndarray, x_test: Tensor, batch: int, epochs: int, seed: int):
+    torch.manual_seed(seed)
+    model = ReferenceVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(PILDataset(x_u8), batch_size=batch, shuffle=True)
+    times = []
+    for _ in range(epochs):
+        t, total = time.perf_counter(), 0.0
+        for data, _ in loader:
+            optimizer.zero_grad()
+            loss = reference_loss(data, *model(data))
+            loss.backward()
+            total += loss.item()
+            optimizer.step()
+        times.append(time.perf_counter() - t)
+    return times, reference_test_loss(model, x_test)
+
+
+def run_naive(x: Tensor, x_test: Tensor, batch: int, epochs: int, seed: int):
+    torch.manual_seed(seed)
+    model = ReferenceVAE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = []
+    for _ in range(epochs):
+        t, total = time.perf_counter(), 0.0
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch):
+            data = x[perm[i : i + batch]]
+            optimizer.zero_grad()
+            loss = reference_loss(data, *model(data))
+            loss.backward()
+            total += loss.item()
+            optimizer.step()
+        times.append(time.perf_counter() - t)
+    return times, reference_test_loss(model, x_test)
+
+
+def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, epochs: int, optimizer=None):
+    torch.manual_seed(config.seed)
+    model = build_model(
+        "vae", input_shape=(1, 28, 28), latent_dim=config.latent_dim, hidden=config.hidden
+    )
+    opt = optimizer(model) if optimizer else make_optimizer(model, config.lr)
+    step_loss = step_loss_module(model, config, x.device)
+    times = []
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        train_epoch(model, opt, x, config, epoch, progress=False, step_loss=step_loss)
+        times.append(time.perf_counter() - t)
+    return times, evaluate_loss(model, x_test, config)[0]["test_loss"]
+
+
+def compare(data, args) -> list[dict]:
+    """The main table: every variant, interleaved over ``args.rounds`` rounds."""
+    x = data.x_train.flatten(1).contiguous()
+    x_test = data.x_test.flatten(1).contiguous()
+    x_u8 = (data.x_train * 255).round().to(torch.uint8).view(-1, 28, 28).numpy()
+    B, E = args.batch, args.epochs
+    base = TrainConfig(batch_size=B)
+    variants: dict[str, Callable] = {
+        "reference (PIL + DataLoader)": lambda s: run_reference(x_u8, x_test, B, E, s),
+        "naive in-memory loop": lambda s: run_naive(x, x_test, B, E, s),
+        "vaelab fp32": lambda s: run_vaelab(x, x_test, TrainConfig(batch_size=B, seed=s), E),
+        "vaelab fp32, default Adam": lambda s: run_vaelab(
+            x,
+            x_test,
+            TrainConfig(batch_size=B, seed=s),
+            E,
+            lambda m: torch.optim.Adam(m.parameters(), lr=base.lr),
+        ),
+        "vaelab bf16": lambda s: run_vaelab(
+            x, x_test, TrainConfig(batch_size=B, seed=s, precision="bf16"), E
+        ),
+    }
+    if args.compile:
+        for p in ("fp32", "bf16"):
+            variants[f"vaelab {p} + compile"] = lambda s, p=p: run_vaelab(
+                x, x_test, TrainConfig(batch_size=B, seed=s, precision=p, compile=True), E
+            )
+    results: dict[str, dict] = {k: {"times": [], "losses": []} for k in variants}
+    for r in range(args.rounds):
+        for name, fn in variants.items():
+            times, loss = fn(1 + r)
+            if "compile" in name:
+                times = times[1:] or times  # the first epoch includes compiling
+            results[name]["times"] += times
+            results[name]["losses"].append(loss)
+            print(f"  round {r + 1}: {name}: {np.round(times, 2).tolist()} s, test {loss:.2f}")
+    ref = statistics.median(results["reference (PIL + DataLoader)"]["times"])
+    ref_loss = statistics.mean(results["reference (PIL + DataLoader)"]["losses"])
+    gflop = epoch_gflop(len(x))
+    rows = []
+    for name, res in results.items():
+        sec = statistics.median(res["times"])
+        loss = statistics.mean(res["losses"])
+        rows.append(
+            {
+                "variant": name,
+                "s_per_epoch": sec,
+                "speedup_vs_reference": ref / sec,
+                "gflops": gflop / sec,
+                "test_loss": loss,
+                "test_loss_vs_reference": loss / ref_loss - 1,
+            }
+        )
+    return rows
+
+
+def scaling(data, args) -> dict[str, list[dict]]:
+    """Seconds per epoch of vaelab fp32 as one size changes, the others at the lecture's."""
+    x_all = data.x_train.flatten(1).contiguous()
+    grids = {
+        "batch size": ("batch_size", [64, 128, 256, 512, 1024, 4096]),
+        "latent size (hidden 400)": ("latent_dim", [2, 8, 20, 64, 256]),
+        "hidden size": ("hidden", [100, 200, 400, 1000, 2000]),
+        "training images": ("limit", [10_000, 20_000, 40_000, 60_000]),
+    }
+    out: dict[str, list[dict]] = {}
+    for title, (field, values) in grids.items():
+        out[title] = []
+        for v in values:
+            settings = {"batch_size": 256, "latent_dim": 20, "hidden": 400, field: v}
+            n = settings.pop("limit", len(x_all))
+            x = x_all[:n]
+            config = TrainConfig(**settings)
+            torch.manual_seed(0)
+            model = build_model(
+                "vae", input_shape=(1, 28, 28), latent_dim=config.latent_dim, hidden=config.hidden
+            )
+            opt = make_optimizer(model, config.lr)
+            train_epoch(model, opt, x[: 20 * config.batch_size], config, 1, False)  # warm-up
+            t = time.perf_counter()
+            train_epoch(model, opt, x, config, 1, progress=False)
+            sec = time.perf_counter() - t
+            gflop = epoch_gflop(n, h=config.hidden, d=config.latent_dim)
+            out[title].append({"value": v, "s_per_epoch": sec, "gflops": gflop / sec})
+            print(f"  {title} = {v}: {sec:.2f} s/epoch, {gflop / sec:.0f} GFLOP/s")
+    return out
+
+
+def end_to_end(args) -> list[dict]:
+    """The lecture's run (10 epochs, batch 256) as a user starts it, process start to
+    finish (figures included, no report): ``vaelab train --out RUN --quiet``."""
+    rows = []
+    for precision in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            run = Path(tmp) / "run"
+            cmd = [sys.executable, "-m", "vaelab", "train", "--out", str(run), "--quiet"]
+            cmd += ["--precision", precision]
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, env=dict(os.environ))
+            sec = time.perf_counter() - t
+            rows_ = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+            train_s = sum(r["train_seconds"] or 0 for r in rows_)
+        rows.append(
+            {
+                "precision": precision,
+                "wall_s": sec,
+                "train_s": train_s,
+                "test_loss_epoch_10": rows_[-1]["test_loss"],
+            }
+        )
+        print(f"  lecture run, {precision}: {sec:.1f} s end to end ({train_s:.1f} s training)")
+    return rows
+
+
+def plot_scaling(scales: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(scales), figsize=(4 * len(scales), 3.2))
+    for ax, (title, rows) in zip(axes, scales.items()):
+        ax.plot([r["value"] for r in rows], [r["s_per_epoch"] for r in rows], "o-")
+        ax.set_xscale("log")
+        ax.set_xlabel(title)
+        ax.set_ylabel("s / epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle("vaelab fp32: one MNIST training epoch (others at 784-400-20, batch 256)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Measured {result['date']} with `make bench` (benchmarks/train_speed.py): "
+        f"{m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; matmul peak "
+        f"{m['fp32_gflops']:.0f} GFLOP/s fp32 and {m['bf16_gflops']:.0f} GFLOP/s bf16 "
+        f"(1024³, best of 1 s); load average {m['load_before']} before the run. "
+        f"Batch {result['batch']}, {result['epochs']} epoch(s) per variant and round, "
+        f"{result['rounds']} interleaved round(s); median seconds per epoch; test loss "
+        "(z = μ) after the same epochs, mean over rounds.",
+        "",
+        "| variant | s / epoch | vs reference | GFLOP/s | of fp32 peak | test loss | Δ loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["compare"]:
+        lines.append(
+            f"| {r['variant']} | {r['s_per_epoch']:.2f} | {r['speedup_vs_reference']:.2f}x "
+            f"| {r['gflops']:.0f} | {r['gflops'] / m['fp32_gflops']:.0%} | {r['test_loss']:.2f} "
+            f"| {r['test_loss_vs_reference']:+.1%} |"
+        )
+    if result.get("end_to_end"):
+        lines += ["", "The lecture's 10-epoch run (batch 256), `vaelab train` end to end:", ""]
+        lines += ["| precision | wall s (process start to finish) | training s | test loss |"]
+        lines += ["|---|---|---|---|"]
+        for r in result["end_to_end"]:
+            lines.append(
+                f"| {r['precision']} | {r['wall_s']:.1f} | {r['train_s']:.1f} "
+                f"| {r['test_loss_epoch_10']:.2f} |"
+            )
+    if result.get("scaling"):
+        lines += ["", "Scaling (vaelab fp32, one epoch; the other sizes at 784-400-20, batch 256):"]
+        for title, rows in result["scaling"].items():
+            lines += ["", f"| {title} | " + " | ".join(str(r["value"]) for r in rows) + " |"]
+            lines += ["|---|" + "---|" * len(rows)]
+            lines += ["| s / epoch | " + " | ".join(f"{r['s_per_epoch']:.2f}" for r in rows) + " |"]
+            lines += ["| GFLOP/s | " + " | ".join(f"{r['gflops']:.0f}" for r in rows) + " |"]
+        lines += ["", "![Epoch time against each size](figures/train-scaling.png)"]
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    doc = DOCS.read_text()
+    if BEGIN in doc:
+        head, rest = doc.split(BEGIN, 1)
+        doc = head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+    else:
+        doc += f"\n## Training speed\n\n{BEGIN}\n{text}\n{END}\n"
+    DOCS.write_text(doc)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=2, help="epochs per variant and round")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile variants")
+    p.add_argument("--no-scaling", action="store_true")
+    p.add_argument("--no-end-to-end", action="store_true")
+    p.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "train_speed.json"
+    )
+    p.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    args = p.parse_args()
+    load = (
+        " ".join(open("/proc/loadavg").read().split()[:3])
+        if Path("/proc/loadavg").exists()
+        else "?"
+    )
+    machine = {
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fp32_gflops": matmul_peak(torch.float32),
+        "bf16_gflops": matmul_peak(torch.bfloat16),
+        "load_before": load,
+    }
+    print(
+        f"CPU: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}; "
+        f"matmul peak {machine['fp32_gflops']:.0f} GFLOP/s fp32, "
+        f"{machine['bf16_gflops']:.0f} GFLOP/s bf16; load {load}"
+    )
+    data = load_dataset("mnist")
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine,
+        "batch": args.batch,
+        "epochs": args.epochs,
+        "rounds": args.rounds,
+        "compare": compare(data, args),
+    }
+    if not args.no_end_to_end:
+        result["end_to_end"] = end_to_end(args)
+    if not args.no_scaling:
+        result["scaling"] = scaling(data, args)
+        plot_scaling(result["scaling"], ROOT / "docs" / "figures" / "train-scaling.png")
+    text = markdown(result)
+    print(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    if args.write_docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()
