@@ -12,23 +12,13 @@ processes sharing the cores, so it is the number to compare across rows.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from machine import print_machine
 
 from vaelab import load_run
 from vaelab.evaluate import iwae_estimate
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -40,9 +30,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = load_run(args.run)
     x = run.dataset().x_test
-    print(
-        f"CPU: {cpu_model()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
-    )
+    print_machine()
     print("| images | K | rows | wall s | CPU s | CPU us/row | nll_iwae |")
     print("|---|---|---|---|---|---|---|")
     per_row = []

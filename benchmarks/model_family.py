@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import print_machine
 
 from vaelab.losses import importance_log_weights, iwae_bound, reparameterize
 from vaelab.objectives import neg_log_likelihood
@@ -94,6 +95,7 @@ def main() -> None:
     p.add_argument("--only", default=",".join(VARIANTS))
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    print_machine()
     torch.set_num_threads(args.threads)
     names = args.only.split(",")
     results = {}

@@ -22,6 +22,7 @@ import threading
 import time
 
 import httpx
+from machine import print_machine
 
 
 def free_port() -> int:
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients, second test")
     args = parser.parse_args()
+    print_machine()
 
     proc, url = start_server(args.run)
     try:

@@ -15,6 +15,7 @@ import argparse
 import time
 
 import numpy as np
+from machine import print_machine
 from sklearn.manifold import TSNE as SkTSNE
 from sklearn.manifold import trustworthiness
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
@@ -70,6 +71,7 @@ def main() -> None:
     p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--jobs", type=int, default=1, help="threads for each library")
     args = p.parse_args()
+    print_machine()
     run = load_run(args.run)
     epoch = args.epoch if args.epoch is not None else run.cached_epochs()[-1]
     lat = run.latents(epoch)

@@ -107,3 +107,14 @@ def snapshot(root: Path) -> dict[Path, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture
+def finished_cli_run(tmp_path: Path, tiny_npz: Path) -> Path:
+    """A finished one-epoch run on the synthetic data, trained through ``vaelab train``."""
+    from vaelab import cli
+
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", str(tiny_npz), "--epochs", "1", "--latent-dim", "2"]
+    assert cli.main([*argv, "--hidden", "8", "--out", str(out), "--quiet"]) == 0
+    return out

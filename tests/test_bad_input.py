@@ -160,26 +160,8 @@ def test_text_file_as_dataset(capsys, tmp_path):
 
 # ------------------------------------------------------------------ bad checkpoints
 @pytest.fixture
-def run(tmp_path, tiny_npz) -> Path:
-    out = tmp_path / "run"
-    code = cli.main(
-        [
-            "train",
-            "--dataset",
-            str(tiny_npz),
-            "--epochs",
-            "1",
-            "--latent-dim",
-            "2",
-            "--hidden",
-            "8",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    return out
+def run(finished_cli_run: Path) -> Path:
+    return finished_cli_run
 
 
 def test_checkpoint_of_another_architecture(capsys, run, tmp_path, tiny_npz):

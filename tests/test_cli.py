@@ -3,7 +3,6 @@
 import pytest
 
 from conftest import ROOT, assert_one_line_error, call_cli, run_cli, snapshot
-from vaelab import cli
 from vaelab import data as D
 
 
@@ -77,41 +76,18 @@ def test_bad_training_arguments(capsys, tmp_path, args, match):
     assert not (tmp_path / "r" / "config.json").exists()
 
 
-@pytest.fixture
-def finished_run(tiny_npz, tmp_path):
-    out = tmp_path / "run"
-    code = cli.main(
-        [
-            "train",
-            "--dataset",
-            str(tiny_npz),
-            "--epochs",
-            "1",
-            "--latent-dim",
-            "2",
-            "--hidden",
-            "8",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
-    )
-    assert code == 0
-    return out
-
-
-def test_existing_finished_out_without_resume(capsys, finished_run, tiny_npz):
-    before = snapshot(finished_run)
-    code, _, err = call(capsys, "train", "--dataset", str(tiny_npz), "--out", str(finished_run))
+def test_existing_finished_out_without_resume(capsys, finished_cli_run, tiny_npz):
+    before = snapshot(finished_cli_run)
+    code, _, err = call(capsys, "train", "--dataset", str(tiny_npz), "--out", str(finished_cli_run))
     assert_one_line_error(code, err, match="--resume")
-    assert snapshot(finished_run) == before
+    assert snapshot(finished_cli_run) == before
 
 
-def test_resume_finished_run(capsys, finished_run):
-    before = snapshot(finished_run)
-    code, _, err = call(capsys, "train", "--resume", str(finished_run))
+def test_resume_finished_cli_run(capsys, finished_cli_run):
+    before = snapshot(finished_cli_run)
+    code, _, err = call(capsys, "train", "--resume", str(finished_cli_run))
     assert_one_line_error(code, err, match="--epochs N")
-    assert snapshot(finished_run) == before
+    assert snapshot(finished_cli_run) == before
 
 
 def test_missing_run(capsys, tmp_path):
@@ -126,13 +102,13 @@ def test_run_directory_from_another_tool(capsys, tmp_path):
     assert_one_line_error(code, err, match="not a vaelab run")
 
 
-def test_truncated_last_checkpoint(capsys, finished_run):
-    last = finished_run / "checkpoints" / "last.pt"
+def test_truncated_last_checkpoint(capsys, finished_cli_run):
+    last = finished_cli_run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:200])
-    before = snapshot(finished_run)
-    code, _, err = call(capsys, "train", "--resume", str(finished_run), "--epochs", "3")
+    before = snapshot(finished_cli_run)
+    code, _, err = call(capsys, "train", "--resume", str(finished_cli_run), "--epochs", "3")
     assert_one_line_error(code, err, match="truncated or corrupt")
-    assert snapshot(finished_run) == before
+    assert snapshot(finished_cli_run) == before
 
 
 def test_checksum_mismatch_of_data_dir(capsys, tmp_path, tiny_npz):

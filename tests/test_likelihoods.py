@@ -132,7 +132,7 @@ def test_each_likelihood_trains_saves_and_reloads(tiny, tmp_path, kw):
     assert run.config.likelihood == kw["likelihood"]
     if kw.get("gaussian_sigma") == "learned":
         assert run.model.config.learn_sigma and run.model.log_sigma.item() != 0.0
-    from vaelab.train import evaluate_loss
+    from vaelab.epoch_end import evaluate_loss
 
     test, _ = evaluate_loss(run.model, tiny.x_test, run.config)  # reloaded = as trained
     assert test["test_loss"] == rows[-1]["test_loss"]

@@ -25,8 +25,15 @@ from torch import nn
 from vaelab.checkpoint import load_checkpoint
 from vaelab.config import TrainConfig
 from vaelab.data import Dataset
+from vaelab.distributed import World
 from vaelab.errors import VaelabError
-from vaelab.fileio import atomic_write, atomic_write_json, atomic_write_text, make_writable_dir
+from vaelab.fileio import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    make_writable_dir,
+    remove_stale_temp_files,
+)
 from vaelab.models import MODELS, build_model
 
 N_SHOWN = 16  # test images whose reconstructions are kept per cached epoch
@@ -262,3 +269,60 @@ def mark_finished(paths: RunPaths) -> None:
     meta = json.loads(paths.config.read_text())
     meta["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     atomic_write_json(paths.config, meta)
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+
+
+@dataclass
+class RunState:
+    """What the epoch loop needs to know about where a run starts."""
+
+    config: TrainConfig
+    root: Path
+    start: int  # first epoch to run
+    ckpt: dict[str, Any] | None  # the checkpoint resumed from, if any
+    meta: dict[str, Any] | None  # config.json of a resumed run
+    finish_only: bool = False  # every epoch is trained; only the final figures are missing
+
+
+def open_run(
+    config: TrainConfig | None,
+    out: Path | str | None,
+    resume: Path | str | None,
+    epochs: int | None,
+    device: str | None,
+    world: World = World(),
+) -> RunState:
+    """A new run directory, or the saved settings and last checkpoint of ``resume``."""
+    if resume is None:
+        config = config or TrainConfig()
+        if out is None and world.distributed:
+            raise VaelabError(
+                "a multi-process run needs --out RUN (every rank must write to the same place)"
+            )
+        root = Path(out) if out is not None else default_run_dir()
+        if world.is_main:
+            refuse_existing_run(root)
+        return RunState(config, root, 0, None, None)
+    root = Path(resume)
+    meta = read_run_config(root)
+    if world.is_main:
+        remove_stale_temp_files(root)  # left by a process killed mid-write
+    saved = dict(meta["config"])
+    saved.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
+    config = TrainConfig.from_dict(saved)
+    if not RunPaths(root).last.exists():  # stopped before its first checkpoint: start over
+        return RunState(config, root, 0, None, meta)
+    ckpt = load_checkpoint(RunPaths(root).last)
+    partial = ckpt.get("partial")
+    start = int(partial["epoch"]) if partial else int(ckpt["epoch"]) + 1
+    if start > config.epochs and "finished" not in meta:  # killed while drawing the figures
+        return RunState(config, root, start, ckpt, meta, finish_only=True)
+    if start > config.epochs:
+        raise VaelabError(
+            f"{root} already finished epoch {start - 1} of {config.epochs}; "
+            f"pass --epochs N (N > {start - 1}) to train longer"
+        )
+    return RunState(config, root, start, ckpt, meta)

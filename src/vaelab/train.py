@@ -8,13 +8,11 @@ over pixels and reported per sample, in nats.
 
 from __future__ import annotations
 
-import datetime
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vaelab.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vaelab.checkpoint import rng_state, save_checkpoint, set_rng_state
 from vaelab.config import TrainConfig
 from vaelab.data import Dataset, binarize_dataset, check_unit_range, load_dataset
 from vaelab.distributed import (
@@ -38,29 +36,26 @@ from vaelab.distributed import (
     sum_over_ranks,
     world_from_env,
 )
+from vaelab.epoch_end import end_of_epoch, epoch_line, final_figures
 from vaelab.errors import DivergenceError, RankLostError, TrainingInterrupted, VaelabError
-from vaelab.fileio import remove_stale_temp_files
 from vaelab.losses import LossTerms
 from vaelab.models import build_model
-from vaelab.objectives import elbo_terms, kl_weight, objective_terms
+from vaelab.objectives import kl_weight, objective_terms
 from vaelab.run import (
     N_SHOWN,
     RunPaths,
-    append_metrics,
+    RunState,
     check_disk_space,
     create_run_dir,
     mark_finished,
-    read_run_config,
-    refuse_existing_run,
+    open_run,
     truncate_metrics,
     update_run_config,
-    write_latents,
     write_run_config,
 )
 from vaelab.stopping import EpochProgress, GracefulStop, StopRequested
 from vaelab.tracking import open_tracker
 
-EVAL_BATCH = 1000
 STOP_POLL_STEPS = 20  # how often ranks of a multi-process run agree on a stop signal
 
 
@@ -103,40 +98,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The order of the training set in ``epoch``: a function of (seed, epoch) only, so a
     resumed run and every distributed rank draw the same batches."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: nn.Module, x: Tensor, config: TrainConfig, keep_latents: bool = False
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Per-sample test loss, recon and KL with z = mu; optionally the means, log-variances
-    and the reconstructions of the first N_SHOWN images."""
-    model.eval()
-    sums = torch.zeros(3, device=x.device, dtype=torch.float64)
-    mus, logvars = [], []
-    shown = None
-    for start in range(0, len(x), EVAL_BATCH):
-        xb = x[start : start + EVAL_BATCH]
-        mu, logvar = model.encode(xb)
-        logits = model.decode_logits(mu)
-        terms = elbo_terms(model, logits, xb, mu, logvar, config, config.beta)
-        sums += torch.stack([t.sum() for t in terms]).double()
-        if keep_latents:
-            mus.append(mu.float().cpu())
-            logvars.append(
-                (logvar if logvar is not None else torch.full_like(mu, -np.inf)).float().cpu()
-            )
-            if shown is None:
-                shown = torch.sigmoid(logits[:N_SHOWN]).float().cpu().numpy()
-    loss, rec, kl = (sums / len(x)).tolist()
-    latents = {}
-    if keep_latents:
-        latents = {
-            "mu": torch.cat(mus).numpy(),
-            "logvar": torch.cat(logvars).numpy(),
-            "recon": shown,
-        }
-    return {"test_loss": loss, "test_recon": rec, "test_kl": kl}, latents
 
 
 def train_epoch(
@@ -246,82 +207,6 @@ def _divergence(epoch: int, step: int, what: str) -> DivergenceError:
     )
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-
-
-def _figures(paths: RunPaths, data: Dataset, epoch: int, latents: dict[str, np.ndarray]) -> None:
-    from vaelab import plots
-
-    plots.plot_rows(
-        [
-            latents["inputs"] if "inputs" in latents else data.x_test[:N_SHOWN].numpy(),
-            latents["recon"],
-        ],
-        ["input", f"epoch {epoch}"],
-        data.input_shape,
-        f"Test images and their reconstructions, epoch {epoch}",
-        paths.figures / f"reconstructions-epoch-{epoch:03d}.png",
-    )
-
-
-def _final_figures(root: Path) -> None:
-    """Reconstructions by cached epoch and prior samples, as ``vaelab reconstruct`` and
-    ``vaelab sample`` draw them."""
-    from vaelab import figures
-    from vaelab.run import load_run
-
-    run = load_run(root)
-    figures.make_reconstructions(run)
-    figures.make_samples(run)
-
-
-@dataclass
-class RunState:
-    """What the epoch loop needs to know about where a run starts."""
-
-    config: TrainConfig
-    root: Path
-    start: int  # first epoch to run
-    ckpt: dict[str, Any] | None  # the checkpoint resumed from, if any
-    meta: dict[str, Any] | None  # config.json of a resumed run
-    finish_only: bool = False  # every epoch is trained; only the final figures are missing
-
-
-def _open_run(config, out, resume, epochs, device, world: World = World()) -> RunState:
-    """A new run directory, or the saved settings and last checkpoint of ``resume``."""
-    if resume is None:
-        config = config or TrainConfig()
-        if out is None and world.distributed:
-            raise VaelabError(
-                "a multi-process run needs --out RUN (every rank must write to the same place)"
-            )
-        root = Path(out) if out is not None else default_run_dir()
-        if world.is_main:
-            refuse_existing_run(root)
-        return RunState(config, root, 0, None, None)
-    root = Path(resume)
-    meta = read_run_config(root)
-    if world.is_main:
-        remove_stale_temp_files(root)  # left by a process killed mid-write
-    saved = dict(meta["config"])
-    saved.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
-    config = TrainConfig.from_dict(saved)
-    if not RunPaths(root).last.exists():  # stopped before its first checkpoint: start over
-        return RunState(config, root, 0, None, meta)
-    ckpt = load_checkpoint(RunPaths(root).last)
-    partial = ckpt.get("partial")
-    start = int(partial["epoch"]) if partial else int(ckpt["epoch"]) + 1
-    if start > config.epochs and "finished" not in meta:  # killed while drawing the figures
-        return RunState(config, root, start, ckpt, meta, finish_only=True)
-    if start > config.epochs:
-        raise VaelabError(
-            f"{root} already finished epoch {start - 1} of {config.epochs}; "
-            f"pass --epochs N (N > {start - 1}) to train longer"
-        )
-    return RunState(config, root, start, ckpt, meta)
-
-
 def _prepare_data(config: TrainConfig, data: Dataset | None, meta: dict | None) -> Dataset:
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
     if config.limit:
@@ -353,11 +238,11 @@ def train(
     alone writes the run.
     """
     world = world_from_env()
-    state = _open_run(config, out, resume, epochs, device, world)
+    state = open_run(config, out, resume, epochs, device, world)
     config, root = state.config, state.root
     if state.finish_only:
         if world.is_main:
-            _final_figures(root)
+            final_figures(root)
             mark_finished(RunPaths(root))
         return root
     dev = select_device(config.device, world)
@@ -467,18 +352,18 @@ def _train_run(
                     save_last(epoch - 1, partial=vars(stopped.progress))
                     raise _interrupted(stop.signum, root, epoch, stopped.progress.step) from None
             if main:
-                _end_of_epoch(model, x_test, data, config, paths, epoch, row)
+                end_of_epoch(model, x_test, data, config, paths, epoch, row)
             save_last(epoch)
             if main and config.keep_every and epoch % config.keep_every == 0 and epoch > 0:
                 shutil.copyfile(paths.last, paths.epoch_checkpoint(epoch))
             if main:
-                log(_epoch_line(row))
+                log(epoch_line(row))
                 tracker.log_epoch(epoch, row, model, x_test[:N_SHOWN])
             if stop.signum is not None and epoch < config.epochs:
                 raise _interrupted(stop.signum, root, epoch + 1, 0)
     tracker.close()
     if main:
-        _final_figures(root)
+        final_figures(root)
         mark_finished(paths)
 
 
@@ -512,30 +397,6 @@ def _restore_rng(ckpt: dict[str, Any], world: World) -> None:
         torch.manual_seed(int(ckpt["epoch"]) * 1_000_003 + world.rank)
 
 
-def _end_of_epoch(model, x_test, data, config, paths, epoch, row) -> None:
-    """Evaluate, cache latents/weights/figures for cached epochs, append the metrics row."""
-    t0 = time.perf_counter()
-    cache = epoch in config.cached_epochs()
-    test, latents = evaluate_loss(model, x_test, config, keep_latents=cache)
-    if not np.isfinite(test["test_loss"]):
-        raise DivergenceError(
-            f"training diverged: non-finite test loss after epoch {epoch}; the last good "
-            "checkpoint is kept. Try a lower --lr or --grad-clip 100"
-        )
-    row.update(test, eval_seconds=time.perf_counter() - t0)
-    if cache:
-        write_latents(paths, epoch, latents, data)
-        save_checkpoint(
-            paths.epoch_checkpoint(epoch),
-            model_config=dict(vars(model.config)),
-            model=model.state_dict(),
-            epoch=epoch,
-        )
-        shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
-        _figures(paths, data, epoch, shown)
-    append_metrics(paths.metrics, row)
-
-
 def _interrupted(signum: int | None, root: Path, epoch: int, step: int) -> TrainingInterrupted:
     code = 130 if signum == signal.SIGINT else 143
     name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
@@ -543,13 +404,4 @@ def _interrupted(signum: int | None, root: Path, epoch: int, step: int) -> Train
         f"stopped by {name} at epoch {epoch}, step {step}; checkpoint written. "
         f"Resume with: vaelab train --resume {root}",
         code,
-    )
-
-
-def _epoch_line(row: dict[str, Any]) -> str:
-    train = "      -" if row["train_loss"] is None else f"{row['train_loss']:7.2f}"
-    secs = "" if row["train_seconds"] is None else f"  {row['train_seconds']:.1f} s"
-    return (
-        f"epoch {row['epoch']:3d}  train {train}  test {row['test_loss']:7.2f} "
-        f"(recon {row['test_recon']:.2f} + kl {row['test_kl']:.2f}){secs}"
     )

@@ -256,7 +256,7 @@ def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
     """``vaelab train --nproc N ...``: the same command in N torch.distributed processes.
     A new run without --out gets its timestamped folder here, so every rank names it."""
     from vaelab.distributed import launch, strip_nproc
-    from vaelab.train import default_run_dir
+    from vaelab.run import default_run_dir
 
     argv = strip_nproc(argv)
     if "resume" not in given and "out" not in given:

@@ -1,0 +1,121 @@
+"""After each epoch: the lecture's test loss, and what a run keeps of the epoch.
+
+``evaluate_loss`` is the lecture's test loss: the model in eval mode, z = mu (not a
+sampled ELBO; ``vaelab evaluate`` computes that), summed over pixels, averaged over
+images. ``end_of_epoch`` checks it, caches the test-set latents, weights and a
+reconstruction figure for the cached epochs, and appends the metrics line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vaelab.checkpoint import save_checkpoint
+from vaelab.config import TrainConfig
+from vaelab.data import Dataset
+from vaelab.errors import DivergenceError
+from vaelab.objectives import elbo_terms
+from vaelab.run import N_SHOWN, RunPaths, append_metrics, write_latents
+
+EVAL_BATCH = 1000
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, x: Tensor, config: TrainConfig, keep_latents: bool = False
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Per-sample test loss, recon and KL with z = mu; optionally the means, log-variances
+    and the reconstructions of the first N_SHOWN images."""
+    model.eval()
+    sums = torch.zeros(3, device=x.device, dtype=torch.float64)
+    mus, logvars = [], []
+    shown = None
+    for start in range(0, len(x), EVAL_BATCH):
+        xb = x[start : start + EVAL_BATCH]
+        mu, logvar = model.encode(xb)
+        logits = model.decode_logits(mu)
+        terms = elbo_terms(model, logits, xb, mu, logvar, config, config.beta)
+        sums += torch.stack([t.sum() for t in terms]).double()
+        if keep_latents:
+            mus.append(mu.float().cpu())
+            logvars.append(
+                (logvar if logvar is not None else torch.full_like(mu, -np.inf)).float().cpu()
+            )
+            if shown is None:
+                shown = torch.sigmoid(logits[:N_SHOWN]).float().cpu().numpy()
+    loss, rec, kl = (sums / len(x)).tolist()
+    latents = {}
+    if keep_latents:
+        latents = {
+            "mu": torch.cat(mus).numpy(),
+            "logvar": torch.cat(logvars).numpy(),
+            "recon": shown,
+        }
+    return {"test_loss": loss, "test_recon": rec, "test_kl": kl}, latents
+
+
+def end_of_epoch(model, x_test, data, config, paths, epoch, row) -> None:
+    """Evaluate, cache latents/weights/figures for cached epochs, append the metrics row."""
+    t0 = time.perf_counter()
+    cache = epoch in config.cached_epochs()
+    test, latents = evaluate_loss(model, x_test, config, keep_latents=cache)
+    if not np.isfinite(test["test_loss"]):
+        raise DivergenceError(
+            f"training diverged: non-finite test loss after epoch {epoch}; the last good "
+            "checkpoint is kept. Try a lower --lr or --grad-clip 100"
+        )
+    row.update(test, eval_seconds=time.perf_counter() - t0)
+    if cache:
+        write_latents(paths, epoch, latents, data)
+        save_checkpoint(
+            paths.epoch_checkpoint(epoch),
+            model_config=dict(vars(model.config)),
+            model=model.state_dict(),
+            epoch=epoch,
+        )
+        shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
+        _reconstruction_figure(paths, data, epoch, shown)
+    append_metrics(paths.metrics, row)
+
+
+def _reconstruction_figure(
+    paths: RunPaths, data: Dataset, epoch: int, latents: dict[str, np.ndarray]
+) -> None:
+    from vaelab import plots
+
+    plots.plot_rows(
+        [
+            latents["inputs"] if "inputs" in latents else data.x_test[:N_SHOWN].numpy(),
+            latents["recon"],
+        ],
+        ["input", f"epoch {epoch}"],
+        data.input_shape,
+        f"Test images and their reconstructions, epoch {epoch}",
+        paths.figures / f"reconstructions-epoch-{epoch:03d}.png",
+    )
+
+
+def final_figures(root: Path) -> None:
+    """Reconstructions by cached epoch and prior samples, as ``vaelab reconstruct`` and
+    ``vaelab sample`` draw them."""
+    from vaelab import figures
+    from vaelab.run import load_run
+
+    run = load_run(root)
+    figures.make_reconstructions(run)
+    figures.make_samples(run)
+
+
+def epoch_line(row: dict[str, Any]) -> str:
+    train = "      -" if row["train_loss"] is None else f"{row['train_loss']:7.2f}"
+    secs = "" if row["train_seconds"] is None else f"  {row['train_seconds']:.1f} s"
+    return (
+        f"epoch {row['epoch']:3d}  train {train}  test {row['test_loss']:7.2f} "
+        f"(recon {row['test_recon']:.2f} + kl {row['test_kl']:.2f}){secs}"
+    )
