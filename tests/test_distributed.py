@@ -98,6 +98,8 @@ def test_a_two_process_run_resumes_and_loads(two_process_run):
     assert load_run(two_process_run).model is not None
     ckpt = torch.load(RunPaths(two_process_run).last, weights_only=True)
     assert ckpt["epoch"] == 2 and len(ckpt["rng_ranks"]) == 2
+    meta = json.loads(RunPaths(two_process_run).config.read_text())
+    assert meta["config"]["epochs"] == 2 and meta["processes"] == 2 and "finished" in meta
 
 
 def test_a_failing_rank_ends_the_whole_job(tmp_path):

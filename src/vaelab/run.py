@@ -255,11 +255,13 @@ def write_run_config(
     atomic_write_json(paths.config, meta)
 
 
-def update_run_config(paths: RunPaths, config: TrainConfig) -> None:
-    """Record settings changed on resume (--epochs, --device) in config.json."""
+def update_run_config(paths: RunPaths, config: TrainConfig, world_size: int = 1) -> None:
+    """Record what a resume changed (--epochs, --device, the number of processes) in
+    config.json."""
     meta = json.loads(paths.config.read_text())
-    if meta["config"] != config.to_dict():
+    if meta["config"] != config.to_dict() or meta.get("processes", 1) != world_size:
         meta["config"] = config.to_dict()
+        meta["processes"] = world_size
         meta.pop("finished", None)
         atomic_write_json(paths.config, meta)
 

@@ -298,7 +298,7 @@ def _train_run(
         partial = EpochProgress(**partial) if partial else None
         if main:
             truncate_metrics(paths.metrics, state.start - 1)
-            update_run_config(paths, config)  # a new --epochs target or --device
+            update_run_config(paths, config, world.size)  # a new --epochs target or --device
         log(f"resuming {root} at epoch {state.start} of {config.epochs}")
     elif main:
         create_run_dir(root)
