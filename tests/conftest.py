@@ -16,6 +16,16 @@ from vaelab.data import Dataset, arrays_to_dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VAELAB = [sys.executable, "-m", "vaelab"]
+# Browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def make_arrays(n_train: int = 256, n_test: int = 64, side: int = 8, seed: int = 0) -> dict:

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
 from vaelab.config import TrainConfig
 from vaelab.report import build_compare, build_report, flatten
 from vaelab.train import train
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -98,23 +97,13 @@ def test_eval_json_is_flattened():
     ]
 
 
-BROWSER_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (make install-dev)")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make install-dev)")
 @pytest.mark.parametrize("name", ["report", "compare"])
 def test_page_loads_in_headless_chromium(runs, name):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the dev extra")
     errors = []
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 900})
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))

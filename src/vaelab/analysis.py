@@ -67,7 +67,12 @@ def reconstruct(model: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 def path_weights(steps: int) -> np.ndarray:
-    """``steps`` evenly spaced t in [0, 1], both endpoints included."""
+    """``steps`` evenly spaced t in [0, 1], both endpoints included.
+
+    Examples:
+        >>> path_weights(5).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
     if steps < 2:
         raise VaelabError(f"--steps must be at least 2, got {steps}")
     return np.linspace(0.0, 1.0, steps)
@@ -78,7 +83,15 @@ def latent_path(za: np.ndarray, zb: np.ndarray, steps: int, mode: str = "linear"
 
     linear: (1 - t) za + t zb. slerp (Shoemake 1985; White 2016, "Sampling Generative
     Networks", https://arxiv.org/abs/1609.04468): along the great circle, with the norm
-    interpolated linearly, so the path keeps the typical radius of a Gaussian sample."""
+    interpolated linearly, so the path keeps the typical radius of a Gaussian sample.
+
+    Examples:
+        >>> latent_path(np.array([0.0, 0.0]), np.array([1.0, 2.0]), steps=3).tolist()
+        [[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]]
+        >>> mid = latent_path(np.array([2.0, 0.0]), np.array([0.0, 2.0]), 3, "slerp")[1]
+        >>> np.round(mid, 4).tolist(), round(float(np.linalg.norm(mid)), 4)  # on the circle
+        ([1.4142, 1.4142], 2.0)
+    """
     if mode not in INTERPOLATION_MODES:
         raise VaelabError(
             f"unknown interpolation mode {mode!r}; choose one of {', '.join(INTERPOLATION_MODES)}"
@@ -115,7 +128,12 @@ def interpolate(
 
 
 def pick_by_label(labels: np.ndarray, digits: tuple[int, int]) -> tuple[int, int]:
-    """Test indices of the first image of each of two classes (e.g. ``(3, 8)``)."""
+    """Test indices of the first image of each of two classes (e.g. ``(3, 8)``).
+
+    Examples:
+        >>> pick_by_label(np.array([7, 3, 8, 3, 8]), (3, 8))
+        (1, 2)
+    """
     out = []
     for digit in digits:
         hits = np.flatnonzero(np.asarray(labels) == digit)
@@ -275,7 +293,14 @@ def bubbles(latents: dict[str, np.ndarray], dims: list[int], n: int) -> dict[str
 
 def grid_values(grid: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
     """``grid`` standard-normal quantiles evenly spaced in probability (Kingma & Welling
-    2014, fig. 4): (grid,) values of z for the cells of the manifold picture."""
+    2014, fig. 4): (grid,) values of z for the cells of the manifold picture.
+
+    Examples:
+        >>> np.round(grid_values(2), 4).tolist()  # the 5% and 95% quantiles
+        [-1.6449, 1.6449]
+        >>> np.round(grid_values(5)[[1, 3]], 4).tolist()  # 27.5% and 72.5%
+        [-0.5978, 0.5978]
+    """
     if grid < 2:
         raise VaelabError(f"--grid must be at least 2, got {grid}")
     normal = NormalDist()

@@ -101,7 +101,18 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def parse_idx(raw: bytes, name: str = "IDX file") -> np.ndarray:
-    """Decode the bytes of an IDX file (LeCun's MNIST format) into an array."""
+    """Decode the bytes of an IDX file (LeCun's MNIST format) into an array.
+
+    Examples:
+        >>> raw = bytes([0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6))
+        >>> parse_idx(raw)  # magic: 0, 0, type 0x08 (uint8), 2 dimensions; then 2, 3
+        array([[0, 1, 2],
+               [3, 4, 5]], dtype=uint8)
+        >>> parse_idx(raw[:-1])
+        Traceback (most recent call last):
+        ...
+        vaelab.errors.VaelabError: IDX file: IDX header promises 6 data bytes, file has 5; the file is truncated or corrupt, re-download it
+    """
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise VaelabError(f"{name}: not an IDX file (bad magic number); is it MNIST data?")
     ndim = raw[3]
@@ -124,7 +135,16 @@ def parse_idx(raw: bytes, name: str = "IDX file") -> np.ndarray:
 
 
 def encode_idx(array: np.ndarray) -> bytes:
-    """The bytes of ``array`` (uint8) as an IDX file."""
+    """The bytes of ``array`` (uint8) as an IDX file.
+
+    Examples:
+        >>> images = np.arange(8, dtype=np.uint8).reshape(2, 2, 2)
+        >>> raw = encode_idx(images)
+        >>> raw[:4].hex(), len(raw)  # magic, 3 sizes of 4 bytes, 8 pixels
+        ('00000803', 24)
+        >>> bool((parse_idx(raw) == images).all())
+        True
+    """
     array = np.ascontiguousarray(array, dtype=np.uint8)
     return (
         bytes([0, 0, 0x08, array.ndim])

@@ -33,7 +33,12 @@ def to_images(flat: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
 
 
 def tile(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:
-    """(N, H, W[, 3]) -> one mosaic image with ``ncol`` columns and a 1-pixel gap."""
+    """(N, H, W[, 3]) -> one mosaic image with ``ncol`` columns and a 1-pixel gap.
+
+    Examples:
+        >>> tile(np.zeros((3, 2, 2)), ncol=2).shape  # 2 rows of 2, gaps of 1 all round
+        (7, 7)
+    """
     n, h, w = images.shape[:3]
     nrow = math.ceil(n / ncol)
     shape = (nrow * (h + pad) + pad, ncol * (w + pad) + pad) + images.shape[3:]

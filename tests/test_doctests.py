@@ -1,0 +1,35 @@
+"""The ``>>>`` examples in the docstrings of the pure functions run, and give what they
+show. The API reference (docs/api/) renders the same examples, so the documentation
+cannot drift from the code. Each module must keep at least the examples it has now."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+# module -> docstrings with examples in it (at least)
+MODULES = {
+    "vaelab.losses": 10,
+    "vaelab.objectives": 1,
+    "vaelab.config": 2,
+    "vaelab.data": 2,
+    "vaelab.analysis": 4,
+    "vaelab.plots": 1,
+}
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    tests = [t for t in doctest.DocTestFinder().find(module) if t.examples]
+    assert len(tests) >= MODULES[name], [t.name for t in tests]
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    report: list[str] = []
+    for test in sorted(tests, key=lambda t: t.name):
+        runner.run(test, out=report.append)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, "".join(report)
+    assert result.attempted >= MODULES[name]
