@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 CONSTRAINTS := constraints.txt
-APT_PACKAGES := dataset-fashion-mnist chromium
+APT_PACKAGES := dataset-fashion-mnist chromium g++  # g++: torch.compile on CPU (vaelab train --compile)
 
-.PHONY: install install-dev system-deps demo test lint format clean
+.PHONY: install install-dev system-deps demo test bench lint format clean notebook notebook-strip docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,12 +45,33 @@ demo: install  ## train the lecture's VAE on MNIST (10 epochs) into runs/demo/, 
 test: install-dev  ## the whole test suite
 	$(BIN)/python -m pytest
 
+$(VENV)/.installed-notebook: $(VENV)/.installed
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[notebook]'
+	touch $@
+
+notebook: $(VENV)/.installed-notebook  ## the practicum notebook in JupyterLab (kernel: .venv's python)
+	@root=""; [ "$$(id -u)" = 0 ] && root=--allow-root; \
+	$(BIN)/jupyter lab $$root notebooks/practicum.ipynb
+
+notebook-strip: $(VENV)/.installed-dev  ## remove outputs and execution counts before a commit
+	$(BIN)/nbstripout --extra-keys metadata.language_info notebooks/*.ipynb
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.installed-docs  ## the documentation site into site/ (mkdocs build --strict, offline)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+bench: install  ## training speed: reference data path vs vaelab, scaling tables (docs/benchmarks.md)
+	$(BIN)/python benchmarks/train_speed.py --compile --write-docs
+
 lint: install-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks docs/hooks notebooks
+	$(BIN)/ruff format --check src tests benchmarks docs/hooks notebooks
 
 format: install-dev
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff format src tests benchmarks docs/hooks notebooks
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

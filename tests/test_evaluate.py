@@ -213,12 +213,28 @@ def test_conv_model_with_a_density_likelihood(tmp_path):
     assert math.isfinite(result["nll_iwae"]) and result["nll_iwae"] <= result["neg_elbo"] + 1.0
 
 
+def test_n_images_scores_the_first_images_of_the_split(tiny_runs):
+    from vaelab.losses import gaussian_kl
+    from vaelab.run import load_run
+
+    run = load_run(tiny_runs["vae"])
+    result = evaluate_run(run, iw_samples=3, scores=False, write=False, n_images=10)
+    x = run.dataset().x_test
+    with torch.no_grad():
+        mu, logvar = run.model.encode(x[:10])
+    assert result["n_images"] == 10
+    assert result["kl"] == pytest.approx(float(gaussian_kl(mu, logvar).mean()), rel=1e-5)
+    everything = evaluate_run(run, iw_samples=3, scores=False, write=False, n_images=10_000)
+    assert everything["n_images"] == len(x) == 64
+
+
 def test_evaluate_rejects_bad_arguments(tiny_runs):
     for kwargs, word in [
         ({"iw_samples": 0}, "iw-samples"),
         ({"split": "valid"}, "split"),
         ({"batch_size": 0}, "batch-size"),
         ({"binarize": "maybe"}, "binarize"),
+        ({"n_images": 0}, "n_images"),
     ]:
         with pytest.raises(VaelabError, match=word):
             evaluate_run(tiny_runs["vae"], write=False, scores=False, **kwargs)

@@ -305,20 +305,25 @@ def evaluate_run(
     write: bool = True,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    n_images: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run and (``write``) save RUN/eval.json; returns the same dict.
 
     ``data`` (the full, grey dataset) skips loading it; ``binarize`` overrides the run's
-    own binarisation of the scored split; ``scores=False`` skips the sample scores."""
+    own binarisation of the scored split; ``scores=False`` skips the sample scores;
+    ``n_images`` scores only the first N images of the split (all of them when None or
+    more than there are): a quick estimate, e.g. in a notebook."""
     from vaelab import __version__
     from vaelab.train import select_device
 
     check_arguments(iw_samples, batch_size, n_samples, binarize, split)
+    if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
+        raise VaelabError(f"n_images must be a positive integer or None, got {n_images!r}")
     run = run if isinstance(run, Run) else load_run(run)
     t0 = time.perf_counter()
     raw, scored = evaluation_data(run, binarize, data)
     mode = binarize or run.config.binarize
-    x = split_images(scored, split, mode)
+    x = split_images(scored, split, mode)[:n_images]
     binary = bool(((x == 0) | (x == 1)).all())
     model = run.model.to(select_device(device))
     stochastic = getattr(model, "stochastic", True)
