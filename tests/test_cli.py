@@ -1,5 +1,8 @@
 """The command line: help, a short run, and every bad input as one line + exit 2."""
 
+import subprocess
+import sys
+
 import pytest
 
 from conftest import ROOT, assert_one_line_error, call_cli, run_cli, snapshot
@@ -173,3 +176,16 @@ def test_models_and_data_commands(capsys):
     assert code == 0 and out.startswith("vae")
     code, out, _ = call(capsys, "data")
     assert code == 0 and "60000 train / 10000 test" in out and "mean 0.1307" in out
+
+
+def test_package_import_and_help_do_not_import_torch():
+    code = (
+        "import sys, vaelab, vaelab.cli\n"
+        "vaelab.cli.build_parser()\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "names = [getattr(vaelab, n) for n in vaelab.__all__]\n"
+        "from vaelab.train import train\n"
+        "assert vaelab.load_run.__module__ == 'vaelab.run' and callable(train)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

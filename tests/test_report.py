@@ -97,7 +97,9 @@ def test_eval_json_is_flattened():
     ]
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make install-dev)")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make install-dev)"
+)
 @pytest.mark.parametrize("name", ["report", "compare"])
 def test_page_loads_in_headless_chromium(runs, name):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the dev extra")

@@ -29,13 +29,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'vaelab' has no attribute {name!r}")
 
 
-def train(*args, **kwargs):
-    """See :func:`vaelab.train.train` (imported lazily)."""
-    from vaelab.train import train as _train
-
-    return _train(*args, **kwargs)
-
-
 __all__ = [
     "Dataset",
     "Run",
@@ -43,6 +36,5 @@ __all__ = [
     "VaelabError",
     "load_dataset",
     "load_run",
-    "train",
     "__version__",
 ]
