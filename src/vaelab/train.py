@@ -271,6 +271,8 @@ def _train_run(
     config, root, paths = state.config, state.root, RunPaths(state.root)
     main = world.is_main
     log = log if main else (lambda _msg: None)
+    # First, so a missing optional extra is reported before any data is read.
+    tracker = open_tracker(config.tensorboard and main, root)  # --tensorboard: RUN/tb/
     data = _prepare_data(config, data, state.meta)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     learn_sigma = config.gaussian_sigma == "learned"
@@ -305,7 +307,6 @@ def _train_run(
         check_disk_space(root, model, data, config)
         write_run_config(paths, config, model_config, data, dev, world.size)
         truncate_metrics(paths.metrics, -1)
-    tracker = open_tracker(config.tensorboard and main, root)  # --tensorboard: RUN/tb/
     step_loss = step_loss_module(model, config, dev, world)
 
     def save_last(epoch: int, **extra: Any) -> None:
