@@ -128,3 +128,17 @@ def finished_cli_run(tmp_path: Path, tiny_npz: Path) -> Path:
     argv = ["train", "--dataset", str(tiny_npz), "--epochs", "1", "--latent-dim", "2"]
     assert cli.main([*argv, "--hidden", "8", "--out", str(out), "--quiet"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium through Playwright, one per test module."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (make install-dev installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -189,3 +189,21 @@ def test_package_import_and_help_do_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1000"), ("50000", "50000")])
+def test_the_command_shortens_openmp_spinning_unless_told_otherwise(preset, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    code = (
+        "import os, vaelab.cli\n"
+        "vaelab.cli.main(['models'])\n"
+        "import torch\n"  # loaded after the setting, as every command does
+        "print(os.environ['GOMP_SPINCOUNT'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == expected

@@ -32,8 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs" / "hooks"))
 from concept_figures import NAMES  # noqa: E402  (the figures the Concepts page shows)
 
-from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-
 ARTIFACTS = ROOT / "test-artifacts"
 BUILD_ENV = dict(os.environ, NO_MKDOCS_2_WARNING="1")
 
@@ -204,19 +202,6 @@ def served(site):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not installed (make install-dev installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 SHOTS = {"": "docs-home", "concepts/": "docs-concepts", "cli/": "docs-cli"}

@@ -20,7 +20,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from conftest import CHROMIUM  # noqa: E402
 from vaelab.config import TrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,16 +83,6 @@ def serving(run: Path) -> Iterator[str]:
 def runs(tmp_path_factory, mnist) -> dict[int, Path]:
     root = tmp_path_factory.mktemp("browser-runs")
     return {d: train_tiny(root, mnist, d) for d in (2, 5)}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Page:

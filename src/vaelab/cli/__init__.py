@@ -51,7 +51,18 @@ def build_parser() -> Parser:
     return parser
 
 
+# OpenMP threads that wait for each other spin for a long time by default; when another
+# process shares the cores, a spinning thread holds the core its partner needs, and a
+# 1-second epoch took 87 s with two runs side by side. A short spin keeps the quiet-machine
+# speed and avoids that (docs/benchmarks.md, "Threads on a shared machine"). It must be
+# set before torch loads OpenMP, i.e. before any command imports torch.
+OPENMP_SPIN = {"GOMP_SPINCOUNT": "1000"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name, value in OPENMP_SPIN.items():
+        if "torch" not in sys.modules:
+            os.environ.setdefault(name, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch
