@@ -26,6 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+
+# As the vaelab command does before torch loads OpenMP (vaelab.cli.OPENMP_SPIN), so that
+# every variant here runs with the threads that `vaelab train` gets.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 import statistics
 import subprocess
 import sys
