@@ -106,3 +106,15 @@ def test_cli_sweep(tiny_npz, tmp_path, capsys):
             cli.main(["sweep", *bad, "--out", str(out)])
         assert exc.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_cli_sweep_writes_each_runs_report_and_refuses_nproc(tiny_npz, tmp_path, capsys, tmp_cache):
+    out = tmp_path / "reported"
+    argv = ["sweep", "--beta", "1,2", "--dataset", str(tiny_npz), "--epochs", "1"]
+    argv += ["--latent-dim", "2", "--out", str(out), "--iw-samples", "2", "--no-sample-scores"]
+    assert cli.main([*argv, "--report", "--quiet"]) == 0, capsys.readouterr().err
+    for value in ("1", "2"):
+        assert (out / f"beta-{value}" / "report.html").stat().st_size > 10_000
+    code = cli.main([*argv[:-5], "--out", str(tmp_path / "n"), "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--nproc" in err and not (tmp_path / "n").exists()

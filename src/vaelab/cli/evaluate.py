@@ -107,11 +107,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vaelab.errors import VaelabError
     from vaelab.sweep import sweep
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     if "resume" in given:
         raise VaelabError("vaelab sweep trains new runs; --resume is not available here")
+    if given.get("nproc", 1) != 1:
+        raise VaelabError("vaelab sweep trains in one process; --nproc is for vaelab train")
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"beta"}
     config = TrainConfig(**{k: v for k, v in given.items() if k in train_keys})
+    log = (lambda _msg: None) if args.quiet else print
     sweep(
         "beta",
         args.beta,
@@ -123,8 +126,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         scores=not args.no_sample_scores,
         seed=args.eval_seed,
         progress=not args.quiet,
-        log=(lambda _msg: None) if args.quiet else print,
+        log=log,
     )
+    if given.get("report"):  # each run's report, as vaelab train --report writes it
+        from pathlib import Path
+
+        from vaelab.report import build_report
+        from vaelab.sweep import run_name
+
+        for value in args.beta:
+            log(f"report written to {build_report(Path(args.out) / run_name('beta', value))}")
     return 0
 
 
