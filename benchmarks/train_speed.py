@@ -271,26 +271,30 @@ def scaling(data, args) -> dict[str, list[dict]]:
     return out
 
 
+def vaelab_train(*flags: str) -> tuple[float, list[dict]]:
+    """``vaelab train --out RUN --quiet FLAGS`` in a new process, as a user starts it:
+    (wall seconds from process start to finish, the run's metrics rows)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "vaelab", "train", "--out", str(run), "--quiet", *flags]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, env=dict(os.environ))
+        seconds = time.perf_counter() - t
+        return seconds, [json.loads(line) for line in (run / "metrics.jsonl").open()]
+
+
 def end_to_end(args) -> list[dict]:
-    """The lecture's run (10 epochs, batch 256) as a user starts it, process start to
-    finish (figures included, no report): ``vaelab train --out RUN --quiet``."""
+    """The lecture's run (10 epochs, batch 256) end to end, figures included, no report."""
     rows = []
     for precision in ("fp32", "bf16"):
-        with tempfile.TemporaryDirectory() as tmp:
-            run = Path(tmp) / "run"
-            cmd = [sys.executable, "-m", "vaelab", "train", "--out", str(run), "--quiet"]
-            cmd += ["--precision", precision]
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True, env=dict(os.environ))
-            sec = time.perf_counter() - t
-            rows_ = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-            train_s = sum(r["train_seconds"] or 0 for r in rows_)
+        sec, metrics = vaelab_train("--precision", precision)
+        train_s = sum(r["train_seconds"] or 0 for r in metrics)
         rows.append(
             {
                 "precision": precision,
                 "wall_s": sec,
                 "train_s": train_s,
-                "test_loss_epoch_10": rows_[-1]["test_loss"],
+                "test_loss_epoch_10": metrics[-1]["test_loss"],
             }
         )
         print(f"  lecture run, {precision}: {sec:.1f} s end to end ({train_s:.1f} s training)")
@@ -302,15 +306,11 @@ def processes(args) -> list[dict]:
     model and batch (256, global), 3 epochs: seconds per training epoch (median)."""
     rows = []
     for nproc in (1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            run = Path(tmp) / "run"
-            cmd = [sys.executable, "-m", "vaelab", "train", "--out", str(run), "--quiet"]
-            cmd += ["--epochs", "3", "--nproc", str(nproc)]
-            subprocess.run(cmd, check=True, env=dict(os.environ))
-            rows_ = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-        sec = statistics.median(r["train_seconds"] for r in rows_[1:])
-        rows.append({"processes": nproc, "s_per_epoch": sec, "test_loss": rows_[-1]["test_loss"]})
-        print(f"  {nproc} process(es): {sec:.2f} s/epoch, test loss {rows_[-1]['test_loss']:.2f}")
+        _, metrics = vaelab_train("--epochs", "3", "--nproc", str(nproc))
+        sec = statistics.median(r["train_seconds"] for r in metrics[1:])
+        loss = metrics[-1]["test_loss"]
+        rows.append({"processes": nproc, "s_per_epoch": sec, "test_loss": loss})
+        print(f"  {nproc} process(es): {sec:.2f} s/epoch, test loss {loss:.2f}")
     return rows
 
 

@@ -88,12 +88,12 @@ def train_tiny_run(folder: Path, **settings) -> Path:
     return train(config, out=folder / "run", progress=False, log=lambda _m: None)
 
 
-def call_cli(capsys, *argv: str) -> tuple[int, str, str]:
+def call_cli(capsys, *argv: str | Path) -> tuple[int, str, str]:
     """Run ``vaelab ARGV`` in this process: (exit code, stdout, stderr)."""
     from vaelab import cli
 
     try:
-        code = cli.main(list(argv))
+        code = cli.main([str(a) for a in argv])
     except SystemExit as exc:  # argparse errors
         code = exc.code
     out, err = capsys.readouterr()

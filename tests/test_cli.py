@@ -5,12 +5,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, assert_one_line_error, call_cli, run_cli, snapshot
+from conftest import ROOT, assert_one_line_error, run_cli, snapshot
+from conftest import call_cli as call
 from vaelab import data as D
-
-
-def call(capsys, *argv):
-    return call_cli(capsys, *argv)
 
 
 def test_help_and_version():

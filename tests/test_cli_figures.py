@@ -6,22 +6,13 @@ import sys
 import pytest
 from PIL import Image
 
+from conftest import call_cli as call
 from conftest import make_arrays, train_tiny_run
-from vaelab import cli
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return train_tiny_run(tmp_path_factory.mktemp("cli-figures"))
-
-
-def call(capsys, *argv):
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def written(capsys, *argv):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import call_cli as call
 from conftest import make_arrays, train_tiny_run
-from vaelab import cli
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.evaluate import active_units, evaluate_run, format_result, iwae_estimate
@@ -238,15 +238,6 @@ def test_evaluate_rejects_bad_arguments(tiny_runs):
     ]:
         with pytest.raises(VaelabError, match=word):
             evaluate_run(tiny_runs["vae"], write=False, scores=False, **kwargs)
-
-
-def call(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_evaluate(tiny_runs, capsys):
