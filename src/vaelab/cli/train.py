@@ -198,7 +198,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-RUN_ONLY = {"out", "resume", "quiet", "report", "nproc"}
+RUN_ONLY = {"out", "resume", "quiet", "report"}
 RESUMABLE = {"epochs", "device"}
 
 
@@ -226,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_processes(nproc, args.argv, given)
     main = world_from_env().is_main
-    log = (lambda _msg: None) if quiet or not main else print
+    log = (lambda _msg: None) if quiet else print  # train() keeps other ranks quiet
     try:
         if config is None:
             root = train(
