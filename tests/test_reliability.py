@@ -3,6 +3,7 @@ full; every time, resuming gives the uninterrupted run's weights bit for bit."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -112,6 +113,12 @@ def wait_for_temp_checkpoint(proc, folder: Path, timeout: float) -> bool:
     return False
 
 
+def is_finished(out: Path) -> bool:
+    """config.json records that every epoch and the final figures are done."""
+    config = RunPaths(out).config
+    return config.exists() and "finished" in json.loads(config.read_text())
+
+
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(
     npz, reference, forkserver, tmp_path
 ):
@@ -141,6 +148,8 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(
             kills += 1
             if RunPaths(out).last.exists():  # never half-written: it always loads
                 load_checkpoint(RunPaths(out).last)
+            if is_finished(out):  # killed while exiting, after the run was complete
+                break
             args = ["--resume", str(out), "--quiet"] if (out / "config.json").exists() else fresh
             if kills >= N_KILLS:
                 proc = forkserver(*args)
