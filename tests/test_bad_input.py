@@ -14,7 +14,7 @@ import torch
 from conftest import assert_one_line_error, call_cli, make_arrays, snapshot
 from test_data import write_idx_folder
 from vaelab import cli
-from vaelab import data as D
+from vaelab import sources as S
 
 
 def call(capsys, *argv: str) -> tuple[int, str]:
@@ -40,7 +40,7 @@ def idx_folder(tmp: Path, mutate) -> Path:
 
 
 def _gz(folder: Path, key: str) -> Path:
-    return folder / f"{D.IDX_NAMES[key]}.gz"
+    return folder / f"{S.IDX_NAMES[key]}.gz"
 
 
 def truncate_gz(folder):
@@ -72,11 +72,11 @@ def missing_labels(folder):
 
 def fewer_labels(folder):
     p = _gz(folder, "y_train")
-    p.write_bytes(gzip.compress(D.encode_idx(np.zeros(10, np.uint8))))
+    p.write_bytes(gzip.compress(S.encode_idx(np.zeros(10, np.uint8))))
 
 
 def other_test_shape(folder):
-    _gz(folder, "x_test").write_bytes(gzip.compress(D.encode_idx(np.zeros((64, 9, 9), np.uint8))))
+    _gz(folder, "x_test").write_bytes(gzip.compress(S.encode_idx(np.zeros((64, 9, 9), np.uint8))))
 
 
 IDX_CASES = [

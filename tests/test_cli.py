@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli, snapshot
 from conftest import call_cli as call
-from vaelab import data as D
+from vaelab import sources as S
 
 
 def test_help_and_version():
@@ -125,11 +125,11 @@ def test_checksum_mismatch_of_data_dir(capsys, tmp_path, tiny_npz):
 def test_missing_data_gives_a_hint(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("VAELAB_OFFLINE", "1")
-    spec = D.KNOWN["mnist"]
+    spec = S.KNOWN["mnist"]
     monkeypatch.setitem(
-        D.KNOWN,
+        S.KNOWN,
         "mnist",
-        D.KnownDataset(
+        S.KnownDataset(
             spec.name, spec.idx_sha256, spec.mirrors, spec.classes, lambda: None, spec.hint
         ),
     )

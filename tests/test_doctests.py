@@ -15,6 +15,7 @@ MODULES = {
     "vaelab.objectives": 1,
     "vaelab.config": 2,
     "vaelab.data": 2,
+    "vaelab.sources": 2,
     "vaelab.analysis": 4,
     "vaelab.plots": 1,
 }

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.checkpoint import load_checkpoint, save_checkpoint
-from vaelab.data import Dataset, cache_dir
+from vaelab.data import Dataset
 from vaelab.errors import VaelabError
+from vaelab.sources import cache_dir
 
 CONFIDENT = 0.9  # a sample counts as confidently classified at this max-softmax
 VERSION = "cnn-1"  # part of the cache key: bump when the network or its training changes

@@ -30,10 +30,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vaelab.config import TrainConfig
-from vaelab.data import TEST_BINARIZATION_SEED, Dataset, binarize_dataset, load_dataset
+from vaelab.data import Dataset, binarize_dataset, binarize_fixed, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
 from vaelab.losses import gaussian_kl_per_dim, importance_log_weights, reparameterize
+from vaelab.objectives import neg_log_likelihood
 from vaelab.run import Run, load_run
 
 SPLITS = ("test", "train")
@@ -57,15 +58,6 @@ def _release_freed_memory() -> None:
 
 
 _malloc_trim = None
-
-
-def log_px_given_z(model: nn.Module, logits: Tensor, x: Tensor, config: TrainConfig) -> Tensor:
-    """log p(x|z) per row from decoder logits (R, D) and targets (R, D): the one place
-    evaluation chooses the likelihood. It is the run's own training term (--recon or
-    --likelihood, see ``vaelab.objectives.neg_log_likelihood``), negated."""
-    from vaelab.objectives import neg_log_likelihood
-
-    return -neg_log_likelihood(model, logits, x, config)
 
 
 # ------------------------------------------------------------------------ pure statistics
@@ -119,7 +111,7 @@ def iwae_estimate(
             eps = torch.randn((S, *mu.shape), generator=generator, device=dev)
             z = reparameterize(mu, logvar, eps)  # (S, B, d)
             logits = model.decode_logits(z.reshape(S * B, -1))  # (S*B, D)
-            log_px = log_px_given_z(model, logits, targets[: S * B], config).view(S, B)
+            log_px = -neg_log_likelihood(model, logits, targets[: S * B], config).view(S, B)
             log_w = importance_log_weights(log_px, z, mu, logvar)  # (S, B)
             lse.append(torch.logsumexp(log_w.double(), dim=0))
             rec -= log_px.double().sum(0)
@@ -149,7 +141,7 @@ def autoencoder_terms(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(dev).flatten(1)
         code, _ = model.encode(xb)
-        recs.append(-log_px_given_z(model, model.decode_logits(code), xb, config).double().cpu())
+        recs.append(neg_log_likelihood(model, model.decode_logits(code), xb, config).double().cpu())
         codes.append(code.double().cpu())
     return {"recon": torch.cat(recs), "mu": torch.cat(codes)}
 
@@ -224,15 +216,11 @@ def evaluation_data(
 
 def split_images(data: Dataset, split: str, mode: str) -> Tensor:
     """The images scored for ``split``; a dynamically binarised training set is
-    binarised once with the fixed test seed so that the score is reproducible."""
-    if split not in SPLITS:
-        raise VaelabError(f"unknown --split {split!r}; choose one of {', '.join(SPLITS)}")
+    binarised once with the fixed test seed so that the score is reproducible
+    (``split`` is checked by ``check_arguments``)."""
     if split == "test":
         return data.x_test
-    if mode == "dynamic":
-        g = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
-        return torch.bernoulli(data.x_train, generator=g)
-    return data.x_train
+    return binarize_fixed(data.x_train) if mode == "dynamic" else data.x_train
 
 
 def check_arguments(

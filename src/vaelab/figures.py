@@ -32,7 +32,7 @@ def output_dir(run: Run, out: Path | str | None) -> Path:
 
 def class_names(run: Run) -> tuple[str, ...]:
     """The class names of a known dataset (MNIST digits, Fashion-MNIST items), else ()."""
-    from vaelab.data import KNOWN
+    from vaelab.sources import KNOWN
 
     spec = KNOWN.get(run.config.dataset)
     return tuple(spec.classes) if spec is not None else ()
