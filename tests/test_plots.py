@@ -107,3 +107,79 @@ def test_losses_and_kl_per_dim(tmp_path):
 def test_to_images_handles_grey_colour_and_flat(shape):
     images = plots.to_images(RNG.random((4, int(np.prod(shape)))), shape)
     assert images.shape[0] == 4 and images.ndim in (3, 4)
+
+
+# ------------------------------------------------- matplotlib: a library, not a backend
+
+BACKEND_CHECK = """
+import sys, warnings
+import matplotlib
+{pyplot}matplotlib.use({backend!r})
+before = matplotlib.get_backend()
+import numpy as np
+import vaelab.analysis, vaelab.figures, vaelab.plots, vaelab.report, vaelab.sweep
+import vaelab.server.explorer, vaelab.server.images
+from vaelab import plots
+warnings.simplefilter("error")  # e.g. "More than 20 figures have been opened"
+for i in range(25):
+    plots.plot_grid(np.random.rand(4, 64), (1, 8, 8), "g", sys.argv[1] + f"/g{{i}}.png")
+panels = [("e", dict(mu=np.zeros((3, 2)), sigma=np.ones((3, 2)), labels=np.arange(3)))]
+plots.bubbles_gif(panels, [0, 1], "b", sys.argv[1] + "/b.gif")
+fig = plots.new_figure((2, 2))
+fig.subplots().plot([0, 1])
+print(before, matplotlib.get_backend(), type(fig).__module__, type(fig).__name__, sep="|")
+if "matplotlib.pyplot" in sys.modules:
+    print("open pyplot figures:", sys.modules["matplotlib.pyplot"].get_fignums())
+"""
+
+
+@pytest.mark.parametrize("pyplot_first", [False, True])
+@pytest.mark.parametrize("backend", ["svg", "pdf"])
+def test_vaelab_leaves_the_users_backend_alone(tmp_path, backend, pyplot_first):
+    """A user (a notebook: inline) picks a backend first; importing vaelab and drawing
+    with it keeps that backend, opens no pyplot figure and warns about nothing."""
+    import subprocess
+    import sys
+
+    pyplot = "import matplotlib.pyplot as plt\n" if pyplot_first else ""
+    code = BACKEND_CHECK.format(pyplot=pyplot, backend=backend)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    before, after, module, name = lines[0].split("|")
+    assert before == after == backend
+    assert (module, name) == ("matplotlib.figure", "Figure")  # what a notebook displays
+    if pyplot_first:
+        assert lines[1] == "open pyplot figures: []"
+    else:
+        assert len(lines) == 1  # vaelab never imported pyplot
+    assert len(list(tmp_path.glob("g*.png"))) == 25 and (tmp_path / "b.gif").is_file()
+
+
+def test_figures_are_plain_figures_that_a_notebook_can_render(tmp_path):
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = plots.new_figure((3.0, 2.0), layout="constrained")
+    assert isinstance(fig, Figure) and fig.get_layout_engine() is not None
+    fig.subplots().imshow(np.eye(4), cmap="gray")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")  # what IPython's inline display does with a Figure
+    assert buffer.getvalue().startswith(b"\x89PNG")
+    path = plots.save_figure(fig, tmp_path / "f.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_save_figure_still_closes_a_pyplot_figure(tmp_path):
+    """The notebook draws some figures with pyplot and saves them with save_figure: they
+    must not stay open (shown a second time by the inline backend, or leaked)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    assert plt.fignum_exists(fig.number)
+    plots.save_figure(fig, tmp_path / "p.png")
+    assert not plt.fignum_exists(fig.number) and (tmp_path / "p.png").is_file()

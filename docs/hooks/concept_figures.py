@@ -76,7 +76,6 @@ def cache_key() -> str:
 def _reparameterisation_figure(run, data, path: Path) -> Path:
     """Three test images' posteriors (mu +/- sigma, vaelab.plots.draw_bubbles) with 300
     draws z = mu + eps * sigma each (vaelab.losses.reparameterize)."""
-    import matplotlib.pyplot as plt
     import numpy as np
     import torch
     from matplotlib.patches import Ellipse
@@ -95,7 +94,8 @@ def _reparameterisation_figure(run, data, path: Path) -> Path:
     bubbles = analysis.bubbles(latents, [0, 1], len(picks))
     colours = plots.class_colours(labels, class_names(run))
     reach = float(np.abs(z).max()) * 1.1
-    fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="constrained")
+    fig = plots.new_figure((5.2, 4.6), layout="constrained")  # no pyplot, no backend switch
+    ax = fig.subplots()
     cmap, norm = colours[:2]
     for k, digit in enumerate(latents["labels"]):
         ax.scatter(z[:, k, 0], z[:, k, 1], s=3, color=cmap(norm(digit)), alpha=0.5, linewidths=0)
@@ -122,7 +122,6 @@ def _reparameterisation_figure(run, data, path: Path) -> Path:
 def _kl_terms_figure(path: Path) -> Path:
     """One latent dimension's KL term, computed by vaelab.losses.gaussian_kl_per_dim,
     against the variance (mu = 0) and against the mean (variance 1)."""
-    import matplotlib.pyplot as plt
     import torch
 
     from vaelab import plots
@@ -132,7 +131,8 @@ def _kl_terms_figure(path: Path) -> Path:
     kl_var = gaussian_kl_per_dim(torch.zeros_like(var)[:, None], var.log()[:, None])[:, 0]
     mu = torch.linspace(-3.0, 3.0, 400, dtype=torch.float64)
     kl_mu = gaussian_kl_per_dim(mu[:, None], torch.zeros_like(mu)[:, None])[:, 0]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.2), layout="constrained")
+    fig = plots.new_figure((8.4, 3.2), layout="constrained")
+    a, b = fig.subplots(1, 2)
     a.plot(var, kl_var, color="C0")
     a.axvline(1.0, color="0.5", ls="--", lw=0.8)
     a.set_xlabel("posterior variance V = sigma²  (mu = 0)")

@@ -20,6 +20,7 @@ from vaelab.checkpoint import save_checkpoint
 from vaelab.config import TrainConfig
 from vaelab.data import Dataset
 from vaelab.errors import DivergenceError
+from vaelab.losses import decoder_mean
 from vaelab.objectives import elbo_terms
 from vaelab.run import N_SHOWN, RunPaths, append_metrics, write_latents
 
@@ -31,7 +32,8 @@ def evaluate_loss(
     model: nn.Module, x: Tensor, config: TrainConfig, keep_latents: bool = False
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Per-sample test loss, recon and KL with z = mu; optionally the means, log-variances
-    and the reconstructions of the first N_SHOWN images."""
+    and the reconstructions (the decoder's means, ``decoder_mean``) of the first N_SHOWN
+    images."""
     model.eval()
     sums = torch.zeros(3, device=x.device, dtype=torch.float64)
     mus, logvars = [], []
@@ -48,7 +50,7 @@ def evaluate_loss(
                 (logvar if logvar is not None else torch.full_like(mu, -np.inf)).float().cpu()
             )
             if shown is None:
-                shown = torch.sigmoid(logits[:N_SHOWN]).float().cpu().numpy()
+                shown = decoder_mean(logits[:N_SHOWN], config.likelihood).float().cpu().numpy()
     loss, rec, kl = (sums / len(x)).tolist()
     latents = {}
     if keep_latents:

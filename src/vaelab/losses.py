@@ -217,10 +217,62 @@ def continuous_bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
 
     = sum_i [BCE(l_i, x_i) - log C(sigmoid(l_i))]: the lecture's BCE plus the log-normaliser
     that makes it a density on [0, 1] (Loaiza-Ganem & Cunningham 2019, eq. 7). Note: the
-    distribution's mean is not lambda = sigmoid(l) (except at 1/2); ``decode`` returns lambda.
+    distribution's mean is not lambda = sigmoid(l) (except at 1/2): see
+    ``continuous_bernoulli_mean``, which ``decoder_mean`` (and so ``decode``) returns.
     """
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     return (bce - continuous_bernoulli_log_norm(logits)).flatten(1).sum(1)
+
+
+def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
+    """E[x] of the continuous Bernoulli elementwise, lambda = sigmoid(logits):
+
+        E[x] = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)),   E[x] = 1/2 at 1/2
+
+    (Loaiza-Ganem & Cunningham 2019, https://arxiv.org/abs/1907.06845). With
+    artanh(1 - 2 lambda) = -l/2 for l = logit(lambda) this is E[x] = 1 / (1 - exp(-l)) - 1/l,
+    computed with expm1. Near l = 0 the two terms cancel (0/0 at l = 0), so for
+    |l| < CB_TAYLOR_BAND the series E[x] = 1/2 + l/12 - l^3/720 + l^5/30240 + O(l^7) is used
+    (error < 1e-18). The mean lies between 1/2 and lambda, and E(-l) = 1 - E(l) for
+    E(l) = E[x]. Computed in float64 (display only, never in the loss) and returned in the
+    dtype of ``logits``.
+
+    Examples:
+        >>> continuous_bernoulli_mean(torch.tensor([0.0, 2.0, -2.0]))  # lambda 0.5, 0.88, 0.12
+        tensor([0.5000, 0.6565, 0.3435])
+        >>> 1 / (1 - math.exp(-2.0)) - 1 / 2.0  # the closed form at l = 2
+        0.6565...
+    """
+    lg = logits.double()
+    outside = lg.abs() >= CB_TAYLOR_BAND
+    safe = torch.where(outside, lg, torch.ones_like(lg))  # no 0/0, not even in the grad
+    exact = -1.0 / torch.expm1(-safe) - 1.0 / safe
+    l2 = lg * lg
+    series = 0.5 + lg * (1.0 / 12.0 + l2 * (-1.0 / 720.0 + l2 * (1.0 / 30240.0)))
+    return torch.where(outside, exact, series).to(logits.dtype)
+
+
+def decoder_mean(logits: Tensor, likelihood: str | None = None) -> Tensor:
+    """The mean E[x|z] of p(x|z) from the decoder's logits: what is shown as the decoded
+    image (reconstructions, prior samples, interpolations, the manifold, the explorer).
+
+    - ``None`` (the lecture's ``--recon``: ``bce`` or ``mse``), ``bernoulli``, ``gaussian``:
+      sigmoid(logits), the Bernoulli probability or the Gaussian's mean;
+    - ``continuous-bernoulli``: E[x] = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda))
+      with lambda = sigmoid(logits) (``continuous_bernoulli_mean``), not lambda itself.
+
+    Examples:
+        >>> logits = torch.tensor([[-2.0, 0.0, 2.0]])
+        >>> decoder_mean(logits)  # Bernoulli: sigmoid
+        tensor([[0.1192, 0.5000, 0.8808]])
+        >>> decoder_mean(logits, "continuous-bernoulli")  # pulled towards 1/2
+        tensor([[0.3435, 0.5000, 0.6565]])
+    """
+    if likelihood in (None, "bernoulli", "gaussian", "bce", "mse"):
+        return torch.sigmoid(logits)
+    if likelihood == "continuous-bernoulli":
+        return continuous_bernoulli_mean(logits)
+    raise ValueError(f"unknown likelihood {likelihood!r}")
 
 
 def gaussian_nll(mean: Tensor, x: Tensor, log_sigma: Tensor | float) -> Tensor:

@@ -1,20 +1,22 @@
 """Figures from arrays: compute lives elsewhere, this module only draws.
 
-Matplotlib with the Agg backend; digits drawn in grey-scale with nearest-neighbour
-interpolation so every pixel is visible as it is.
+Every figure is a :class:`matplotlib.figure.Figure` made without pyplot (``new_figure``),
+as matplotlib recommends for libraries: importing or using vaelab never changes the
+user's backend (a notebook keeps its inline plots), and no figure is registered with
+pyplot, so none stays open after it is saved. Files are written by Agg through
+``Figure.savefig``. Digits are drawn in grey-scale with nearest-neighbour interpolation
+so every pixel is visible as it is.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def to_images(flat: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
@@ -58,11 +60,28 @@ def _show(ax, mosaic: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+def new_figure(figsize: tuple[float, float], layout: str | None = None) -> Figure:
+    """A figure that belongs to no backend and to no pyplot state: draw on
+    ``fig.subplots()``, write it with ``save_figure``, or show it in a notebook (a Figure
+    is displayed inline). It is freed like any Python object; no ``close`` is needed.
+
+    Examples:
+        >>> fig = new_figure((2.0, 1.0))
+        >>> type(fig).__name__, fig.get_size_inches().tolist()
+        ('Figure', [2.0, 1.0])
+    """
+    return Figure(figsize=figsize, layout=layout)
+
+
 def save_figure(fig, path: Path | str, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` (PNG, or whatever its suffix names). A figure the caller
+    made with pyplot is closed afterwards, as before, so pyplot does not keep it open."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # never imported here: only if in use
+    if pyplot is not None:
+        pyplot.close(fig)  # a no-op for the Figures of new_figure
     return path
 
 
@@ -77,7 +96,8 @@ def plot_grid(
     ncol = ncol or math.ceil(math.sqrt(len(images)))
     mosaic = tile(to_images(images, input_shape), ncol)
     nrow = math.ceil(len(images) / ncol)
-    fig, ax = plt.subplots(figsize=(0.42 * ncol + 0.6, 0.42 * nrow + 0.8))
+    fig = new_figure((0.42 * ncol + 0.6, 0.42 * nrow + 0.8))
+    ax = fig.subplots()
     _show(ax, mosaic)
     ax.set_title(title)
     return save_figure(fig, path)
@@ -92,9 +112,8 @@ def plot_rows(
 ) -> Path:
     """Rows of images, each labelled on the left (inputs above reconstructions, ...)."""
     ncol = max(len(r) for r in rows)
-    fig, axes = plt.subplots(
-        len(rows), 1, figsize=(max(4.0, 0.45 * ncol + 1.2), 0.55 * len(rows) + 0.7), squeeze=False
-    )
+    fig = new_figure((max(4.0, 0.45 * ncol + 1.2), 0.55 * len(rows) + 0.7))
+    axes = fig.subplots(len(rows), 1, squeeze=False)
     for ax, row, label in zip(axes[:, 0], rows, labels):
         _show(ax, tile(to_images(row, input_shape), ncol))
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
@@ -108,13 +127,14 @@ def plot_rows(
 def class_colours(labels: np.ndarray, names: Sequence[str] = ()):
     """One colour per class, the same in every panel: (cmap, norm, ticks, tick labels),
     or None when nothing is labelled (then no colour encodes a value)."""
+    import matplotlib
     from matplotlib.colors import BoundaryNorm
 
     present = np.asarray(labels)[np.asarray(labels) >= 0]
     if len(present) == 0:
         return None
     k = max(int(present.max()) + 1, len(names), 1)
-    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
+    cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"].resampled(k)
     norm = BoundaryNorm(np.arange(-0.5, k), k)
     ticks = list(range(k))
     tick_labels = [names[i] if i < len(names) else str(i) for i in ticks]
@@ -140,9 +160,8 @@ def plot_embeddings(
     """One scatter panel per (panel title, xy (n, 2), labels (n,)), coloured by class with
     one colour map for all panels and a colour bar (lecture section 6.4)."""
     colours = class_colours(np.concatenate([p[2] for p in panels]), class_names)
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.9 * len(panels) + 1.2, 4.1), squeeze=False, layout="constrained"
-    )
+    fig = new_figure((3.9 * len(panels) + 1.2, 4.1), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, xy, labels) in zip(axes[0], panels):
         if colours is None:
             ax.scatter(xy[:, 0], xy[:, 1], s=5, c="0.3", linewidths=0)
@@ -224,9 +243,8 @@ def plot_bubbles(
     """The lecture's bubbles: one panel per (panel title, bubbles dict) with shared axes."""
     colours = class_colours(np.concatenate([p[1]["labels"] for p in panels]), class_names)
     limit = _bubble_limit([p[1] for p in panels])
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.9 * len(panels) + 1.2, 4.3), squeeze=False, layout="constrained"
-    )
+    fig = new_figure((3.9 * len(panels) + 1.2, 4.3), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, data) in zip(axes[0], panels):
         draw_bubbles(ax, data, dims, colours, limit, name, stochastic)
     if colours is not None:
@@ -245,21 +263,23 @@ def bubbles_gif(
     seconds_per_frame: float = 1.2,
 ) -> Path:
     """The same panels as frames of an endless animated GIF (Pillow), same size each."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # renders; selects nothing
     from PIL import Image
 
     colours = class_colours(np.concatenate([p[1]["labels"] for p in panels]), class_names)
     limit = _bubble_limit([p[1] for p in panels])
     frames = []
     for name, data in panels:
-        fig, ax = plt.subplots(figsize=(5.6, 4.8), layout="constrained")
+        fig = new_figure((5.6, 4.8), layout="constrained")
+        ax = fig.subplots()
         draw_bubbles(ax, data, dims, colours, limit, name, stochastic)
         if colours is not None:
             _class_colourbar(fig, [ax], colours)
         fig.suptitle(title, fontsize=10)
         fig.set_dpi(100)
-        fig.canvas.draw()
-        frames.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
-        plt.close(fig)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        frames.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     palette = [f.quantize(colors=255, method=Image.Quantize.MEDIANCUT) for f in frames]
@@ -293,7 +313,8 @@ def plot_manifold(
     h, w = pics.shape[1:3]
     mosaic = tile(pics, grid, pad=0)
     size = min(9.0, max(4.0, 0.3 * grid + 1.5))
-    fig, ax = plt.subplots(figsize=(size + 0.6, size + 0.4))
+    fig = new_figure((size + 0.6, size + 0.4))
+    ax = fig.subplots()
     ax.imshow(
         mosaic,
         cmap="gray",
@@ -324,7 +345,8 @@ def plot_losses(runs: Sequence[tuple[str, Sequence[dict]]], title: str, path: Pa
     from matplotlib.ticker import FuncFormatter
 
     parts = [("loss", "loss = recon + beta * KL"), ("recon", "reconstruction"), ("kl", "KL")]
-    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.8), layout="constrained")
+    fig = new_figure((12.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
     styles = ["-", "--", ":", "-."]
     for ax, (key, name) in zip(axes, parts):
         values = []
@@ -361,7 +383,8 @@ def plot_losses(runs: Sequence[tuple[str, Sequence[dict]]], title: str, path: Pa
 def plot_kl_per_dim(kl: np.ndarray, title: str, path: Path | str, threshold: float = 0.01) -> Path:
     """Mean KL of each latent dimension as bars, the 'used' threshold dashed."""
     d = len(kl)
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.3 * d + 2), 3.4))
+    fig = new_figure((max(4.5, 0.3 * d + 2), 3.4))
+    ax = fig.subplots()
     colours = ["C0" if k > threshold else "0.6" for k in kl]
     ax.bar(np.arange(1, d + 1), kl, color=colours)
     ax.axhline(threshold, ls="--", lw=0.8, color="0.3", label=f"{threshold:g} nats")

@@ -133,7 +133,7 @@ class Run:
     def model_at(self, epoch: int) -> nn.Module:
         """The model's weights as they were at a cached epoch."""
         ckpt = load_checkpoint(self.paths.epoch_checkpoint(epoch))
-        model = build_model(self.config.model, **ckpt["model_config"])
+        model = build_model(self.config.model, **_decoder_settings(ckpt, self.config))
         model.load_state_dict(ckpt["model"])
         return model.eval()
 
@@ -141,6 +141,12 @@ class Run:
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
     """Model settings with tuples as lists, as JSON stores them."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _decoder_settings(ckpt: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint's model settings and the run's likelihood, so that ``decode``
+    returns the mean of the run's p(x|z) (also for runs saved before it was passed)."""
+    return {**ckpt["model_config"], "likelihood": config.likelihood}
 
 
 def load_run(path: Path | str, map_location: str = "cpu") -> Run:
@@ -156,7 +162,7 @@ def load_run(path: Path | str, map_location: str = "cpu") -> Run:
             "(its model settings differ); it is from another run or architecture"
         )
     try:
-        model = build_model(config.model, **ckpt["model_config"])
+        model = build_model(config.model, **_decoder_settings(ckpt, config))
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise VaelabError(

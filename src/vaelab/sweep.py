@@ -165,8 +165,8 @@ def plot_sweep(rows: list[dict[str, Any]], param: str, path: Path | str) -> Path
     bounds against the swept value; active units and sample confidence against it."""
     from vaelab import plots
 
-    plt = plots.plt
-    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4))
+    fig = plots.new_figure((14, 4))
+    ax, ax2, ax3 = fig.subplots(1, 3)
     pts = [(r["kl"], r["recon"], r[param]) for r in rows if r.get("kl") is not None]
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")

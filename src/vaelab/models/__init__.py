@@ -6,6 +6,11 @@ has ``encode(x) -> (mu, logvar)`` (``logvar`` is None for deterministic autoenco
 ``forward(x) -> (x_hat, mu, logvar)``, with D the flattened input size. A model whose
 config has ``learn_sigma=True`` also holds ``log_sigma``, the learned scale of a Gaussian
 decoder (``--likelihood gaussian --gaussian-sigma learned``); otherwise it is None.
+
+``decode`` returns the mean E[x|z] of the run's p(x|z), ``vaelab.losses.decoder_mean``
+of the logits for the model's ``likelihood`` attribute (the run's ``--likelihood``, set
+by ``build_model`` from its ``likelihood`` value; None, the default, is the lecture's
+sigmoid). It is not a weight and not in the checkpoint's model settings.
 """
 
 from __future__ import annotations
@@ -47,8 +52,11 @@ def model_config(name: str, **values: Any) -> Any:
 
 
 def build_model(name: str, **values: Any) -> nn.Module:
-    """Instantiate the registered model ``name`` from config values."""
-    return MODELS[name].model_cls(model_config(name, **values))
+    """Instantiate the registered model ``name`` from config values; a ``likelihood``
+    value (the run's ``--likelihood``) sets what ``decode`` returns the mean of."""
+    model = MODELS[name].model_cls(model_config(name, **values))
+    model.likelihood = values.get("likelihood")
+    return model
 
 
 __all__ = [

@@ -8,11 +8,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vaelab.losses import decoder_mean
 from vaelab.models.vae import MLPConfig
 
 
 class AE(nn.Module):
     stochastic = False
+    likelihood: str | None = None  # p(x|z): what decode's mean is (see build_model)
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
@@ -34,7 +36,8 @@ class AE(nn.Module):
         return self.decoder(z)
 
     def decode(self, z: Tensor) -> Tensor:
-        return torch.sigmoid(self.decode_logits(z))
+        """z: (B, d) -> pixel means in [0, 1], (B, D): E[x|z] under ``self.likelihood``."""
+        return decoder_mean(self.decode_logits(z), self.likelihood)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, None]:
         z, _ = self.encode(x)

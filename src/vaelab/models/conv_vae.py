@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.errors import VaelabError
-from vaelab.losses import reparameterize
+from vaelab.losses import decoder_mean, reparameterize
 from vaelab.models.vae import LOGVAR_MAX, LOGVAR_MIN
 
 
@@ -120,6 +120,7 @@ class ConvDecoder(nn.Module):
 
 class ConvVAE(nn.Module):
     stochastic = True
+    likelihood: str | None = None  # p(x|z): what decode's mean is (see build_model)
 
     def __init__(self, config: ConvConfig) -> None:
         super().__init__()
@@ -144,8 +145,8 @@ class ConvVAE(nn.Module):
         return self.decoder(z)
 
     def decode(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> pixel means in [0, 1], (B, D)."""
-        return torch.sigmoid(self.decode_logits(z))
+        """z: (B, d) -> pixel means in [0, 1], (B, D): E[x|z] under ``self.likelihood``."""
+        return decoder_mean(self.decode_logits(z), self.likelihood)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x -> (x_hat (B, D), mu (B, d), logvar (B, d))."""

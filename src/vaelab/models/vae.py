@@ -2,7 +2,9 @@
 https://arxiv.org/abs/1312.6114), as an MLP: lecture section 5.
 
 Encoder Linear(D, h) -> ReLU -> Linear(h, 2d), viewed as (B, 2, d) into mu and logvar;
-decoder Linear(d, h) -> ReLU -> Linear(h, D) -> Sigmoid. D comes from the data.
+decoder Linear(d, h) -> ReLU -> Linear(h, D), logits; ``decode`` maps them to the mean of
+p(x|z) (a sigmoid for the lecture's Bernoulli, ``vaelab.losses.decoder_mean``). D comes
+from the data.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaelab.losses import reparameterize
+from vaelab.losses import decoder_mean, reparameterize
 
 # exp(LOGVAR_MAX) = 4.9e8 and exp(LOGVAR_MIN) = 9e-14 stay finite in float32 and bfloat16.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
@@ -36,6 +38,7 @@ class MLPConfig:
 
 class VAE(nn.Module):
     stochastic = True
+    likelihood: str | None = None  # p(x|z): what decode's mean is (see build_model)
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
@@ -61,8 +64,8 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     def decode(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> pixel means in [0, 1], (B, D)."""
-        return torch.sigmoid(self.decode_logits(z))
+        """z: (B, d) -> pixel means in [0, 1], (B, D): E[x|z] under ``self.likelihood``."""
+        return decoder_mean(self.decode_logits(z), self.likelihood)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x -> (x_hat (B, D), mu (B, d), logvar (B, d))."""
