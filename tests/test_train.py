@@ -166,7 +166,8 @@ def test_resume_after_a_kill_during_the_final_figures_only_draws_them(tiny, tmp_
 
 def test_bf16_precision_runs_matmuls_in_bfloat16_and_keeps_the_loss(tiny, tmp_path):
     from vaelab.models import build_model
-    from vaelab.train import make_optimizer, train_epoch
+    from vaelab.optim import make_optimizer
+    from vaelab.train import train_epoch
 
     config = small(precision="bf16", dataset="tiny", epochs=1)
     model = build_model("vae", input_shape=tiny.input_shape, latent_dim=2, hidden=16)

@@ -41,6 +41,7 @@ from vaelab.errors import DivergenceError, RankLostError, TrainingInterrupted, V
 from vaelab.losses import LossTerms
 from vaelab.models import build_model
 from vaelab.objectives import kl_weight, objective_terms
+from vaelab.optim import make_optimizer
 from vaelab.run import (
     N_SHOWN,
     RunPaths,
@@ -82,16 +83,6 @@ class TrainingLoss(nn.Module):
 
     def forward(self, x: Tensor, weight: float | Tensor) -> LossTerms:
         return objective_terms(self.model, x, self.config, weight)
-
-
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam with its fused kernel (one pass over all parameters, ~15% of a CPU epoch of the
-    lecture's model saved: docs/benchmarks.md), or the default one where this PyTorch or
-    device has none. Both keep the same state, so checkpoints move between them."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
@@ -381,8 +372,12 @@ def step_loss_module(
             step_loss, device_ids=[dev.index] if dev.type == "cuda" else None
         )
     if config.compile:  # CUDA graphs on one GPU: no kernel-launch cost per small op
-        one_gpu = dev.type == "cuda" and not world.distributed
-        step_loss = torch.compile(step_loss, mode="reduce-overhead" if one_gpu else None)
+        if dev.type == "cuda" and not world.distributed:
+            step_loss = torch.compile(step_loss, mode="reduce-overhead")
+        elif dev.type == "cpu":  # eager's vectorised randn: ~5% of a step (benchmarks.md)
+            step_loss = torch.compile(step_loss, options={"fallback_random": True})
+        else:
+            step_loss = torch.compile(step_loss)
     return step_loss
 
 
