@@ -38,7 +38,6 @@ from vaelab.distributed import (
 )
 from vaelab.epoch_end import end_of_epoch, epoch_line, final_figures
 from vaelab.errors import DivergenceError, RankLostError, TrainingInterrupted, VaelabError
-from vaelab.losses import LossTerms
 from vaelab.models import build_model
 from vaelab.objectives import kl_weight, objective_terms
 from vaelab.optim import make_optimizer
@@ -73,16 +72,17 @@ def select_device(name: str, world: World = World()) -> torch.device:
 
 
 class TrainingLoss(nn.Module):
-    """The model with its training objective as ``forward``: DDP synchronises gradients
-    through ``forward`` and torch.compile traces it, so both see the whole step."""
+    """The model with its training objective as ``forward``, which returns the batch's sums
+    of (loss, recon, kl), shape (3,): DDP synchronises gradients through ``forward`` and
+    torch.compile traces it (the sums included), so both see the whole step."""
 
     def __init__(self, model: nn.Module, config: TrainConfig) -> None:
         super().__init__()
         self.model = model
         self.config = config
 
-    def forward(self, x: Tensor, weight: float | Tensor) -> LossTerms:
-        return objective_terms(self.model, x, self.config, weight)
+    def forward(self, x: Tensor, weight: float | Tensor) -> Tensor:
+        return torch.stack([t.sum() for t in objective_terms(self.model, x, self.config, weight)])
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
@@ -108,7 +108,7 @@ def train_epoch(
     The loss is summed over the batch, as in the lecture (Adam is insensitive to scale).
     ``resume_from`` continues a pass interrupted at a step boundary; ``stop`` is polled
     after every step and raises StopRequested with the progress so far. ``step_loss``
-    computes the batch's loss terms (default ``TrainingLoss(model)``; the trainer passes
+    computes the batch's sums of the terms (default ``TrainingLoss(model)``; the trainer passes
     its DDP-wrapped or compiled one). On several ranks each takes its slice of every
     global batch and the epoch's sums are added over ranks at the end."""
     model.train()
@@ -149,8 +149,8 @@ def train_epoch(
         if config.kl_warmup > 0:
             weight = weights[step]
         with autocast:
-            terms = step_loss(xb, weight)
-        loss = terms.loss.sum()
+            batch_sums = step_loss(xb, weight)
+        loss = batch_sums[0]
         if on_cpu and not torch.isfinite(loss):
             raise _divergence(epoch, step, "loss")
         optimizer.zero_grad(set_to_none=True)
@@ -162,7 +162,7 @@ def train_epoch(
         # Unclipped, a non-finite gradient makes the next step's loss (or the epoch's test
         # loss, checked before the checkpoint is written) non-finite: no per-step norm.
         optimizer.step()
-        sums += torch.stack([t.detach().sum() for t in terms]).double()
+        sums += batch_sums.detach()
         if progress and on_cpu and (step % 10 == 0 or step == steps - 1):
             seen = min(n, (step + 1) * config.batch_size) / world.size
             bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")
