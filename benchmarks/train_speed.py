@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/train_speed.py [--epochs 2] [--rounds 2] [--write-docs]
 
-In one process, interleaved round by round, each variant trains a fresh model for the
-same epochs at the same batch size (128) on MNIST:
+In one process, round by round, each variant trains a fresh model for the same epochs at
+the same batch size (128) on MNIST, the variants' epochs in turn, each right after an
+epoch of the reference (the speed-up is the median of those adjacent pairs):
 
 - ``reference``: the data path of the PyTorch examples' VAE (written here, faithful to
   it): a per-item Dataset that turns each uint8 image into a PIL image and then a float
@@ -11,7 +12,9 @@ same epochs at the same batch size (128) on MNIST:
   ``loss.item()`` every step;
 - ``naive``: the same model and loss with the dataset in memory and randperm batches;
 - ``vaelab fp32`` / ``vaelab bf16``: ``vaelab.train.train_epoch`` (in-memory batches,
-  BCE from logits, fused Adam, ``--precision bf16``); ``--compile`` adds torch.compile.
+  BCE from logits, fused Adam called directly, ``--precision bf16``); ``--compile`` adds
+  torch.compile (compiled before the timed epochs). Further rows take one thing away
+  (torch's default Adam, torch's fused ``Adam.step``, one thread).
 
 It prints the CPU model, the measured matmul peak (fp32 and bf16), seconds per epoch
 (median), the ratio to the reference, the achieved GFLOP/s as a fraction of the fp32
@@ -24,6 +27,7 @@ Results go to a JSON file; ``--write-docs`` puts the tables into docs/benchmarks
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 
@@ -114,123 +118,184 @@ def reference_test_loss(model: ReferenceVAE, x: Tensor) -> float:
     return float((bernoulli_nll(model.decode_logits(mu), x) + gaussian_kl(mu, logvar)).mean())
 
 
-def reference_epochs(batches: Callable[[], Iterable[Tensor]], x_test: Tensor, epochs: int, seed):
+Trainer = tuple[Callable[[], None], Callable[[], float]]  # (train one epoch, test loss)
+
+
+def reference_trainer(batches: Callable[[], Iterable[Tensor]], x_test: Tensor, seed: int):
     """The examples' training loop over ``batches()`` each epoch: the reference model and
-    loss, ``loss.item()`` every step. Returns seconds per epoch and the test loss."""
+    loss, ``loss.item()`` every step."""
     torch.manual_seed(seed)
     model = ReferenceVAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for _ in range(epochs):
-        t, total = time.perf_counter(), 0.0
+
+    def epoch() -> None:
+        total = 0.0
         for data in batches():
             optimizer.zero_grad()
             loss = reference_loss(data, *model(data))
             loss.backward()
             total += loss.item()
             optimizer.step()
-        times.append(time.perf_counter() - t)
-    return times, reference_test_loss(model, x_test)
+
+    return epoch, lambda: reference_test_loss(model, x_test)
 
 
-def run_reference(x_u8: np.ndarray, x_test: Tensor, batch: int, epochs: int, seed: int):
+def run_reference(x_u8: np.ndarray, x_test: Tensor, batch: int, seed: int) -> Trainer:
     """Batches from a shuffling DataLoader over the per-item PIL dataset."""
     loader = torch.utils.data.DataLoader(PILDataset(x_u8), batch_size=batch, shuffle=True)
-    return reference_epochs(lambda: (data for data, _ in loader), x_test, epochs, seed)
+    return reference_trainer(lambda: (data for data, _ in loader), x_test, seed)
 
 
-def run_naive(x: Tensor, x_test: Tensor, batch: int, epochs: int, seed: int):
+def run_naive(x: Tensor, x_test: Tensor, batch: int, seed: int) -> Trainer:
     """Batches of the in-memory float tensor in a fresh randperm order each epoch."""
 
     def batches() -> Iterable[Tensor]:
         perm = torch.randperm(len(x))
         return (x[perm[i : i + batch]] for i in range(0, len(x), batch))
 
-    return reference_epochs(batches, x_test, epochs, seed)
+    return reference_trainer(batches, x_test, seed)
 
 
-def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, epochs: int, optimizer=None):
+def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, optimizer=None) -> Trainer:
+    """``vaelab.train.train_epoch`` with the trainer's optimiser and step module; with
+    --compile the step is compiled (full and last batch) before the weights are reset."""
     torch.manual_seed(config.seed)
     model = build_model(
         "vae", input_shape=(1, 28, 28), latent_dim=config.latent_dim, hidden=config.hidden
     )
-    opt = optimizer(model) if optimizer else make_optimizer(model, config.lr)
+    make = optimizer or (lambda m: make_optimizer(m, config.lr))
     step_loss = step_loss_module(model, config, x.device)
-    times = []
-    for epoch in range(1, epochs + 1):
+    if config.compile:
+        initial = copy.deepcopy(model.state_dict())
+        warm_up = x[: 20 * config.batch_size + len(x) % config.batch_size]
+        train_epoch(model, make(model), warm_up, config, 1, False, step_loss=step_loss)
+        model.load_state_dict(initial)  # in place: the compiled step stays valid
+        torch.manual_seed(config.seed)
+    opt = make(model)
+    done = [0]
+
+    def epoch() -> None:
+        done[0] += 1
+        train_epoch(model, opt, x, config, done[0], progress=False, step_loss=step_loss)
+
+    return epoch, lambda: evaluate_loss(model, x_test, config)[0]["test_loss"]
+
+
+class Timed:
+    """One variant's training, an epoch at a time, on a random stream of its own, so that
+    interleaving variants changes none of them."""
+
+    def __init__(self, make: Callable[[], Trainer]) -> None:
+        saved = torch.random.get_rng_state()
+        self.epoch, self.test_loss = make()
+        self.rng = torch.random.get_rng_state()
+        torch.random.set_rng_state(saved)
+
+    def train_epoch(self) -> float:
+        saved = torch.random.get_rng_state()
+        torch.random.set_rng_state(self.rng)
         t = time.perf_counter()
-        train_epoch(model, opt, x, config, epoch, progress=False, step_loss=step_loss)
-        times.append(time.perf_counter() - t)
-    return times, evaluate_loss(model, x_test, config)[0]["test_loss"]
+        self.epoch()
+        seconds = time.perf_counter() - t
+        self.rng = torch.random.get_rng_state()
+        torch.random.set_rng_state(saved)
+        return seconds
 
 
-def one_thread(fn: Callable):
-    """``fn()`` with torch on one thread (intra-op), then the thread count restored."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(threads)
+def one_thread(make: Callable[[], Trainer]) -> Callable[[], Trainer]:
+    """The trainer of ``make`` with torch on one thread (intra-op) while it trains."""
+
+    def wrapped() -> Trainer:
+        epoch, test_loss = make()
+
+        def single() -> None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                epoch()
+            finally:
+                torch.set_num_threads(threads)
+
+        return single, test_loss
+
+    return wrapped
+
+
+REFERENCE = "reference (PIL + DataLoader)"
 
 
 def compare(data, args) -> list[dict]:
-    """The main table: every variant, interleaved over ``args.rounds`` rounds."""
+    """The main table. Each round trains every variant from scratch (seed = round) for
+    ``args.epochs`` epochs, epoch by epoch in turn, and times a reference epoch right
+    before each variant's epoch: the speed-up is the median of those adjacent pairs, since
+    these machines drift by 10-40% within minutes."""
     x = data.x_train.flatten(1).contiguous()
     x_test = data.x_test.flatten(1).contiguous()
     x_u8 = (data.x_train * 255).round().to(torch.uint8).view(-1, 28, 28).numpy()
     B, E = args.batch, args.epochs
-    base = TrainConfig(batch_size=B)
-    variants: dict[str, Callable] = {
-        "reference (PIL + DataLoader)": lambda s: run_reference(x_u8, x_test, B, E, s),
-        "naive in-memory loop": lambda s: run_naive(x, x_test, B, E, s),
-        "vaelab fp32": lambda s: run_vaelab(x, x_test, TrainConfig(batch_size=B, seed=s), E),
-        "vaelab fp32, default Adam": lambda s: run_vaelab(
-            x,
-            x_test,
-            TrainConfig(batch_size=B, seed=s),
-            E,
-            lambda m: torch.optim.Adam(m.parameters(), lr=base.lr),
+    lr = TrainConfig().lr
+
+    def vaelab(s: int, optimizer=None, **settings) -> Callable[[], Trainer]:
+        config = TrainConfig(batch_size=B, seed=s, **settings)
+        return lambda: run_vaelab(x, x_test, config, optimizer)
+
+    variants: dict[str, Callable[[int], Callable[[], Trainer]]] = {
+        "naive in-memory loop": lambda s: lambda: run_naive(x, x_test, B, s),
+        "vaelab fp32": lambda s: vaelab(s),
+        "vaelab fp32, default Adam": lambda s: vaelab(
+            s, lambda m: torch.optim.Adam(m.parameters(), lr=lr)
         ),
-        "vaelab fp32, 1 thread": lambda s: one_thread(
-            lambda: run_vaelab(x, x_test, TrainConfig(batch_size=B, seed=s), E)
+        "vaelab fp32, torch's fused Adam.step": lambda s: vaelab(
+            s, lambda m: torch.optim.Adam(m.parameters(), lr=lr, fused=True)
         ),
-        "vaelab bf16": lambda s: run_vaelab(
-            x, x_test, TrainConfig(batch_size=B, seed=s, precision="bf16"), E
-        ),
+        "vaelab fp32, 1 thread": lambda s: one_thread(vaelab(s)),
+        "vaelab bf16": lambda s: vaelab(s, precision="bf16"),
     }
     if args.compile:
         for p in ("fp32", "bf16"):
-            variants[f"vaelab {p} + compile"] = lambda s, p=p: run_vaelab(
-                x, x_test, TrainConfig(batch_size=B, seed=s, precision=p, compile=True), E
-            )
-    results: dict[str, dict] = {k: {"times": [], "rounds": [], "losses": []} for k in variants}
+            variants[f"vaelab {p} + compile"] = lambda s, p=p: vaelab(s, precision=p, compile=True)
+    names = [REFERENCE, *variants]
+    results = {k: {"times": [], "ratios": [], "losses": []} for k in names}
     for r in range(args.rounds):
-        for name, fn in list(variants.items()):
+        seed = 1 + r
+        trainers: dict[str, Timed] = {}
+        for name, make in list(variants.items()):
             try:
-                times, loss = fn(1 + r)
+                trainers[name] = Timed(make(seed))
             except Exception as exc:  # torch.compile needs a C++ compiler on CPU
                 if "compile" not in name:
                     raise
                 print(f"  {name}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})")
                 del variants[name], results[name]
-                continue
-            if "compile" in name:
-                times = times[1:] or times  # the first epoch includes compiling
-            results[name]["times"] += times
-            results[name]["rounds"].append(statistics.median(times))
-            results[name]["losses"].append(loss)
-            print(f"  round {r + 1}: {name}: {np.round(times, 2).tolist()} s, test {loss:.2f}")
-    ref_rounds = results["reference (PIL + DataLoader)"]["rounds"]
-    ref_loss = statistics.mean(results["reference (PIL + DataLoader)"]["losses"])
+                names.remove(name)
+        new_reference = lambda seed=seed: Timed(lambda: run_reference(x_u8, x_test, B, seed))
+        reference, ref_epochs = new_reference(), 0
+        for _ in range(E):
+            for name, trainer in trainers.items():
+                if ref_epochs == E:  # a fresh reference model every E epochs, same seed
+                    results[REFERENCE]["losses"].append(reference.test_loss())
+                    reference = new_reference()
+                    ref_epochs = 0
+                t_ref = reference.train_epoch()
+                ref_epochs += 1
+                t = trainer.train_epoch()
+                results[REFERENCE]["times"].append(t_ref)
+                results[name]["times"].append(t)
+                results[name]["ratios"].append(t_ref / t)
+                print(f"  round {r + 1}: {name}: {t:.2f} s (reference {t_ref:.2f} s)", flush=True)
+        for name, trainer in trainers.items():
+            results[name]["losses"].append(trainer.test_loss())
+        if ref_epochs == E:
+            results[REFERENCE]["losses"].append(reference.test_loss())
+    results[REFERENCE]["ratios"] = [1.0]
+    ref_loss = statistics.mean(results[REFERENCE]["losses"])
     gflop = epoch_gflop(len(x))
     rows = []
-    for name, res in results.items():
+    for name in names:
+        res = results[name]
         sec = statistics.median(res["times"])
         loss = statistics.mean(res["losses"])
-        # The machine's speed drifts between rounds: each round's variant is compared with
-        # that round's reference, timed minutes apart at most, and the ratios summarised.
-        ratios = [a / b for a, b in zip(ref_rounds, res["rounds"])]
+        ratios = res["ratios"]
         rows.append(
             {
                 "variant": name,
@@ -349,9 +414,10 @@ def markdown(result: dict) -> str:
         f"{m['fp32_gflops']:.0f} GFLOP/s fp32 and {m['bf16_gflops']:.0f} GFLOP/s bf16 "
         f"(1024³, best of 1 s); load average {m['load_before']} before the run. "
         f"Batch {result['batch']}, {result['epochs']} epoch(s) per variant and round, "
-        f"{result['rounds']} interleaved round(s); median seconds per epoch; the speed-up "
-        "is the median over rounds of the round's reference time over the variant's (the "
-        "range in brackets); test loss (z = μ) after the same epochs, mean over rounds.",
+        f"{result['rounds']} round(s), the variants' epochs in turn; median seconds per "
+        "epoch; the speed-up is the median, over the variant's epochs, of a reference epoch "
+        "timed just before it over the variant's epoch (the range in brackets); test loss "
+        "(z = μ) after the same epochs, mean over rounds.",
         "",
         "| variant | s / epoch | vs reference | GFLOP/s | of its peak | test loss | Δ loss |",
         "|---|---|---|---|---|---|---|",

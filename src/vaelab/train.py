@@ -41,7 +41,7 @@ from vaelab.epoch_end import end_of_epoch, epoch_line, final_figures
 from vaelab.errors import DivergenceError, RankLostError, TrainingInterrupted, VaelabError
 from vaelab.models import build_model
 from vaelab.objectives import kl_weight, objective_terms
-from vaelab.optim import make_optimizer
+from vaelab.optim import Optimizer, make_optimizer
 from vaelab.run import (
     N_SHOWN,
     RunPaths,
@@ -94,7 +94,7 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
 
 def train_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     x: Tensor,
     config: TrainConfig,
     epoch: int,
