@@ -39,20 +39,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from machine import print_machine
-from PIL import Image
-from torch import Tensor, nn
+from reference_example import Trainer, run_naive, run_reference
+from torch import Tensor
 
 from vaelab.config import TrainConfig
 from vaelab.data import load_dataset
 from vaelab.epoch_end import evaluate_loss
-from vaelab.losses import bernoulli_nll, gaussian_kl
 from vaelab.models import build_model
 from vaelab.optim import make_optimizer
 from vaelab.train import step_loss_module, train_epoch
@@ -66,94 +63,6 @@ def epoch_gflop(n: int, D: int = 784, h: int = 400, d: int = 20) -> float:
     """Training FLOPs of one epoch: forward + backward ~ 3 x forward, 2 FLOPs per
     multiply-add of the four weight matrices (D*h, h*2d, d*h, h*D)."""
     return 3 * 2 * n * (D * h + h * 2 * d + d * h + h * D) / 1e9
-
-
-# The reference: the PyTorch examples' VAE and data path, reproduced for comparison.
-class PILDataset(torch.utils.data.Dataset):
-    """One uint8 28x28 image at a time, through PIL, to a float tensor in [0, 1]."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        img = Image.fromarray(self.images[i], mode="L")
-        x = torch.from_numpy(np.array(img, copy=True)).view(1, 28, 28).float().div(255)
-        return x, 0
-
-
-class ReferenceVAE(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
-
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = F.relu(self.fc1(x.view(-1, 784)))
-        return self.fc21(h), self.fc22(h)
-
-    def decode_logits(self, z: Tensor) -> Tensor:
-        return self.fc4(F.relu(self.fc3(z)))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.decode_logits(z)), mu, logvar
-
-
-def reference_loss(x: Tensor, recon: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
-    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-
-
-@torch.no_grad()
-def reference_test_loss(model: ReferenceVAE, x: Tensor) -> float:
-    """The lecture's test loss (z = mu) of the reference model, as vaelab computes it."""
-    mu, logvar = model.encode(x)
-    return float((bernoulli_nll(model.decode_logits(mu), x) + gaussian_kl(mu, logvar)).mean())
-
-
-Trainer = tuple[Callable[[], None], Callable[[], float]]  # (train one epoch, test loss)
-
-
-def reference_trainer(batches: Callable[[], Iterable[Tensor]], x_test: Tensor, seed: int):
-    """The examples' training loop over ``batches()`` each epoch: the reference model and
-    loss, ``loss.item()`` every step."""
-    torch.manual_seed(seed)
-    model = ReferenceVAE()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def epoch() -> None:
-        total = 0.0
-        for data in batches():
-            optimizer.zero_grad()
-            loss = reference_loss(data, *model(data))
-            loss.backward()
-            total += loss.item()
-            optimizer.step()
-
-    return epoch, lambda: reference_test_loss(model, x_test)
-
-
-def run_reference(x_u8: np.ndarray, x_test: Tensor, batch: int, seed: int) -> Trainer:
-    """Batches from a shuffling DataLoader over the per-item PIL dataset."""
-    loader = torch.utils.data.DataLoader(PILDataset(x_u8), batch_size=batch, shuffle=True)
-    return reference_trainer(lambda: (data for data, _ in loader), x_test, seed)
-
-
-def run_naive(x: Tensor, x_test: Tensor, batch: int, seed: int) -> Trainer:
-    """Batches of the in-memory float tensor in a fresh randperm order each epoch."""
-
-    def batches() -> Iterable[Tensor]:
-        perm = torch.randperm(len(x))
-        return (x[perm[i : i + batch]] for i in range(0, len(x), batch))
-
-    return reference_trainer(batches, x_test, seed)
 
 
 def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, optimizer=None) -> Trainer:
