@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from vaelab.distributed import World
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes
 
@@ -33,6 +34,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_rng_state(ckpt: dict[str, Any], world: World) -> None:
+    """Each rank's random state as saved; with another number of ranks, rank 0 takes the
+    saved state of rank 0 and the others a fresh seed of their own."""
+    ranks = ckpt.get("rng_ranks")
+    if ranks is not None and len(ranks) == world.size:
+        set_rng_state(ranks[world.rank])
+    elif world.is_main:
+        set_rng_state(ckpt["rng"])
+    else:
+        torch.manual_seed(int(ckpt["epoch"]) * 1_000_003 + world.rank)
 
 
 def save_checkpoint(path: Path | str, **content: Any) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vaelab.checkpoint import rng_state, save_checkpoint, set_rng_state
+from vaelab.checkpoint import restore_rng_state, rng_state, save_checkpoint
 from vaelab.config import TrainConfig
 from vaelab.data import Dataset, binarize_dataset, check_unit_range, load_dataset
 from vaelab.distributed import (
@@ -288,7 +288,7 @@ def _train_run(
                 f"{paths.last} does not fit model {config.model!r} of {paths.config} "
                 f"({str(exc).splitlines()[0][:120]}); it is from another architecture"
             ) from None
-        _restore_rng(state.ckpt, world)
+        restore_rng_state(state.ckpt, world)
         partial = state.ckpt.get("partial")
         partial = EpochProgress(**partial) if partial else None
         if main:
@@ -383,18 +383,6 @@ def step_loss_module(
         else:
             step_loss = torch.compile(step_loss)
     return step_loss
-
-
-def _restore_rng(ckpt: dict[str, Any], world: World) -> None:
-    """Each rank's random state as saved; with another number of ranks, rank 0 takes the
-    saved state of rank 0 and the others a fresh seed of their own."""
-    ranks = ckpt.get("rng_ranks")
-    if ranks is not None and len(ranks) == world.size:
-        set_rng_state(ranks[world.rank])
-    elif world.is_main:
-        set_rng_state(ckpt["rng"])
-    else:
-        torch.manual_seed(int(ckpt["epoch"]) * 1_000_003 + world.rank)
 
 
 def _interrupted(signum: int | None, root: Path, epoch: int, step: int) -> TrainingInterrupted:
