@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/evaluate_speed.py RUN [--threads 1] [--grid 100x500,...]
 
-Times ``vaelab.evaluate.iwae_estimate`` on the first n test images of RUN with K samples
+Times ``vaelab.evaluation.evaluate.iwae_estimate`` on the first n test images of RUN with K samples
 for each ``n x K`` in the grid, and prints wall and CPU seconds, microseconds of CPU per
 decoder row (one image, one sample), and the extrapolation to the full test set at
 K = 5000. CPU time (``time.process_time``) is far less sensitive than wall time to other
@@ -18,7 +18,7 @@ import torch
 from machine import print_machine
 
 from vaelab import load_run
-from vaelab.evaluate import iwae_estimate
+from vaelab.evaluation.evaluate import iwae_estimate
 
 
 def main() -> None:

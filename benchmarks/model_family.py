@@ -11,7 +11,7 @@ the importance-weighted bound at K samples (Burda et al. 2015, eq. 8):
     log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x),  z_k ~ q(z|x),
 
 on the first ``--n-test`` images of the fixed binarised test set, with the same noise
-for every model. Uses ``vaelab.evaluate.iwae_estimate`` (issue 4) when it is there, else
+for every model. Uses ``vaelab.evaluation.evaluate.iwae_estimate`` (issue 4) when it is there, else
 the same sum written here with losses.importance_log_weights, losses.iwae_bound and
 objectives.neg_log_likelihood. Also prints the -ELBO (mean recon over the K samples +
 closed-form KL), the paired difference to the MLP VAE with its standard error, seconds
@@ -61,7 +61,7 @@ def iwae_nll(run, x: torch.Tensor, K: int, batch: int = 20, chunk: int = 500) ->
     """Per-image -L_K and -ELBO, (2, N), in float64."""
     model, config = run.model, run.config
     try:
-        from vaelab.evaluate import iwae_estimate
+        from vaelab.evaluation.evaluate import iwae_estimate
     except ImportError:
         iwae_estimate = None
     if iwae_estimate is not None:

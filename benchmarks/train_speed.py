@@ -11,7 +11,7 @@ epoch of the reference (the speed-up is the median of those adjacent pairs):
   tensor, a shuffling DataLoader, separate fc21/fc22 heads, BCE on sigmoid outputs, and
   ``loss.item()`` every step;
 - ``naive``: the same model and loss with the dataset in memory and randperm batches;
-- ``vaelab fp32`` / ``vaelab bf16``: ``vaelab.train.train_epoch`` (in-memory batches,
+- ``vaelab fp32`` / ``vaelab bf16``: ``vaelab.training.loop.train_epoch`` (in-memory batches,
   BCE from logits, fused Adam called directly, ``--precision bf16``); ``--compile`` adds
   torch.compile (compiled before the timed epochs). Further rows take one thing away
   (torch's default Adam, torch's fused ``Adam.step``, one thread).
@@ -48,11 +48,11 @@ from reference_example import Trainer, run_naive, run_reference
 from torch import Tensor
 
 from vaelab.config import TrainConfig
-from vaelab.data import load_dataset
-from vaelab.epoch_end import evaluate_loss
+from vaelab.data.datasets import load_dataset
 from vaelab.models import build_model
-from vaelab.optim import make_optimizer
-from vaelab.train import step_loss_module, train_epoch
+from vaelab.training.epoch_end import evaluate_loss
+from vaelab.training.loop import step_loss_module, train_epoch
+from vaelab.training.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -66,7 +66,7 @@ def epoch_gflop(n: int, D: int = 784, h: int = 400, d: int = 20) -> float:
 
 
 def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, optimizer=None) -> Trainer:
-    """``vaelab.train.train_epoch`` with the trainer's optimiser and step module; with
+    """``vaelab.training.loop.train_epoch`` with the trainer's optimiser and step module; with
     --compile the step is compiled (full and last batch) before the weights are reset."""
     torch.manual_seed(config.seed)
     model = build_model(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.data import Dataset, arrays_to_dataset, load_dataset
+from vaelab.data.datasets import Dataset, arrays_to_dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 VAELAB = [sys.executable, "-m", "vaelab"]
@@ -78,7 +78,7 @@ def train_tiny_run(folder: Path, **settings) -> Path:
     """A finished run on the synthetic 8x8 data (4 classes, 256 train / 64 test images)
     written to FOLDER/run in a second or two: for module-scoped fixtures of figure tests."""
     from vaelab.config import TrainConfig
-    from vaelab.train import train
+    from vaelab.training.loop import train
 
     folder.mkdir(parents=True, exist_ok=True)
     npz = folder / "tiny.npz"

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from vaelab import analysis
 from vaelab.errors import VaelabError
 from vaelab.losses import gaussian_kl
 from vaelab.models import build_model
+from vaelab.viz import analysis
 
 
 class Identity(nn.Module):

@@ -14,7 +14,7 @@ import torch
 from conftest import assert_one_line_error, call_cli, make_arrays, snapshot
 from test_data import write_idx_folder
 from vaelab import cli
-from vaelab import sources as S
+from vaelab.data import sources as S
 
 
 def call(capsys, *argv: str) -> tuple[int, str]:

@@ -3,8 +3,8 @@ import pickle
 import pytest
 import torch
 
-from vaelab.checkpoint import load_checkpoint, save_checkpoint
 from vaelab.errors import VaelabError
+from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip(tmp_path):

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from conftest import make_arrays
-from vaelab.classifier import (
+from vaelab.data.datasets import arrays_to_dataset
+from vaelab.errors import VaelabError
+from vaelab.evaluation.classifier import (
     ClassifierConfig,
     CNNClassifier,
     accuracy,
@@ -17,8 +19,6 @@ from vaelab.classifier import (
     sample_scores,
     shift_augment,
 )
-from vaelab.data import arrays_to_dataset
-from vaelab.errors import VaelabError
 
 
 @pytest.fixture

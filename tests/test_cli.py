@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli, snapshot
 from conftest import call_cli as call
-from vaelab import sources as S
+from vaelab.data import sources as S
 
 
 def test_help_and_version():
@@ -181,7 +181,7 @@ def test_package_import_and_help_do_not_import_torch():
         "vaelab.cli.build_parser()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
         "names = [getattr(vaelab, n) for n in vaelab.__all__]\n"
-        "from vaelab.train import train\n"
+        "from vaelab.training.loop import train\n"
         "assert vaelab.load_run.__module__ == 'vaelab.run' and callable(train)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from vaelab.config import TrainConfig
-from vaelab.data import arrays_to_dataset
-from vaelab.epoch_end import evaluate_loss
+from vaelab.data.datasets import arrays_to_dataset
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, build_model
 from vaelab.objectives import training_loss
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.train import train
+from vaelab.training.epoch_end import evaluate_loss
+from vaelab.training.loop import train
 
 QUIET = {"progress": False, "log": lambda _m: None}
 SHAPES = [(1, 28, 28), (3, 32, 32), (1, 7, 9), (2, 5, 4), (1, 8, 8)]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import make_arrays
-from vaelab import data as D
-from vaelab import sources as S
+from vaelab.data import datasets as D
+from vaelab.data import sources as S
 from vaelab.errors import VaelabError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from conftest import assert_one_line_error, call_cli, run_cli
 from vaelab.config import TrainConfig
-from vaelab.distributed import World, rank_slice, strip_nproc, world_from_env
 from vaelab.errors import VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.train import train
+from vaelab.training.distributed import World, rank_slice, strip_nproc, world_from_env
+from vaelab.training.loop import train
 
 SUBSET = ["--limit", "3000", "--batch-size", "100", "--epochs", "1", "--quiet"]
 

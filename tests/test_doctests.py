@@ -14,10 +14,10 @@ MODULES = {
     "vaelab.losses": 10,
     "vaelab.objectives": 1,
     "vaelab.config": 2,
-    "vaelab.data": 2,
-    "vaelab.sources": 2,
-    "vaelab.analysis": 4,
-    "vaelab.plots": 1,
+    "vaelab.data.datasets": 2,
+    "vaelab.data.sources": 2,
+    "vaelab.viz.analysis": 4,
+    "vaelab.viz.plots": 1,
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

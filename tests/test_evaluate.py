@@ -10,8 +10,8 @@ from conftest import call_cli as call
 from conftest import make_arrays, train_tiny_run
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.evaluate import active_units, evaluate_run, format_result, iwae_estimate
-from vaelab.train import train
+from vaelab.evaluation.evaluate import active_units, evaluate_run, format_result, iwae_estimate
+from vaelab.training.loop import train
 
 
 class TwoPixelToy(nn.Module):

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from conftest import train_tiny_run
-from vaelab import figures
 from vaelab.errors import VaelabError
 from vaelab.run import load_run
+from vaelab.viz import figures
 
 
 @pytest.fixture(scope="module")

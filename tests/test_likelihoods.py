@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch.distributions import ContinuousBernoulli, Normal
 
 from vaelab.config import TrainConfig
-from vaelab.data import arrays_to_dataset
+from vaelab.data.datasets import arrays_to_dataset
 from vaelab.errors import VaelabError
 from vaelab.losses import (
     CB_TAYLOR_BAND,
@@ -25,7 +25,7 @@ from vaelab.losses import (
 from vaelab.models import build_model
 from vaelab.objectives import neg_log_likelihood
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.train import train
+from vaelab.training.loop import train
 
 QUIET = {"progress": False, "log": lambda _m: None}
 LAMBDAS = [1e-3, 0.1, 0.3, 0.5 - 1e-4, 0.5 - 1e-6, 0.5, 0.5 + 1e-6, 0.5 + 1e-4, 0.7, 0.999]
@@ -172,8 +172,8 @@ def test_decoder_mean_is_the_sigmoid_for_the_other_likelihoods():
 
 @pytest.mark.parametrize("likelihood", ["continuous-bernoulli", "bernoulli"])
 def test_runs_show_the_decoders_mean(tiny, tmp_path, likelihood):
-    from vaelab import analysis
     from vaelab.server.explorer import Explorer
+    from vaelab.viz import analysis
 
     root = train(small(likelihood=likelihood), out=tmp_path / "r", data=tiny, **QUIET)
     run = load_run(root)
@@ -269,7 +269,7 @@ def test_each_likelihood_trains_saves_and_reloads(tiny, tmp_path, kw):
     assert run.config.likelihood == kw["likelihood"]
     if kw.get("gaussian_sigma") == "learned":
         assert run.model.config.learn_sigma and run.model.log_sigma.item() != 0.0
-    from vaelab.epoch_end import evaluate_loss
+    from vaelab.training.epoch_end import evaluate_loss
 
     test, _ = evaluate_loss(run.model, tiny.x_test, run.config)  # reloaded = as trained
     assert test["test_loss"] == rows[-1]["test_loss"]

@@ -10,7 +10,7 @@ from vaelab.losses import gaussian_kl, log_normal_diag, log_standard_normal
 from vaelab.models import build_model
 from vaelab.objectives import kl_weight, neg_log_likelihood, training_loss
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.train import train
+from vaelab.training.loop import train
 
 QUIET = {"progress": False, "log": lambda _m: None}
 

@@ -1,4 +1,4 @@
-"""vaelab.optim: the trainer's Adam."""
+"""vaelab.training.optim: the trainer's Adam."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vaelab.models import build_model
-from vaelab.optim import FusedAdam, make_optimizer
+from vaelab.training.optim import FusedAdam, make_optimizer
 
 
 def _model(hidden: int = 8):
@@ -102,7 +102,7 @@ def test_other_dtypes_get_torch_adam():
 def test_building_and_stepping_it_does_not_import_torch_compiler():
     code = (
         "import sys, torch; from vaelab.models import build_model;"
-        "from vaelab.optim import make_optimizer;"
+        "from vaelab.training.optim import make_optimizer;"
         "m = build_model('vae', input_shape=(4,), latent_dim=2, hidden=3);"
         "o = make_optimizer(m, 1e-3); [setattr(p, 'grad', torch.ones_like(p)) for p in m.parameters()];"
         "o.step(); o.load_state_dict(o.state_dict()); o.zero_grad();"

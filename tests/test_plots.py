@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaelab import plots
+from vaelab.viz import plots
 
 RNG = np.random.default_rng(0)
 
@@ -117,9 +117,9 @@ import matplotlib
 {pyplot}matplotlib.use({backend!r})
 before = matplotlib.get_backend()
 import numpy as np
-import vaelab.analysis, vaelab.figures, vaelab.plots, vaelab.report, vaelab.sweep
+import vaelab.viz.analysis, vaelab.viz.figures, vaelab.viz.plots, vaelab.viz.report, vaelab.evaluation.sweep
 import vaelab.server.explorer, vaelab.server.images
-from vaelab import plots
+from vaelab.viz import plots
 warnings.simplefilter("error")  # e.g. "More than 20 figures have been opened"
 for i in range(25):
     plots.plot_grid(np.random.rand(4, 64), (1, 8, 8), "g", sys.argv[1] + f"/g{{i}}.png")

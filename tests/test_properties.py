@@ -12,7 +12,7 @@ from vaelab.config import TrainConfig
 from vaelab.losses import gaussian_kl, negative_elbo, reparameterize
 from vaelab.models.vae import LOGVAR_MAX, LOGVAR_MIN
 from vaelab.run import load_run
-from vaelab.train import train
+from vaelab.training.loop import train
 
 finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
 

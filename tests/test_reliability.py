@@ -18,11 +18,11 @@ import torch
 
 from conftest import make_arrays
 from vaelab import fileio
-from vaelab.checkpoint import load_checkpoint
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.train import train
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.loop import train
 
 ARGS = [
     "--latent-dim",
@@ -66,7 +66,7 @@ def forkserver():
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["torch", "vaelab.cli", "vaelab.cli.train", "vaelab.train", "vaelab.plots"]
+        ["torch", "vaelab.cli", "vaelab.cli.train", "vaelab.training.loop", "vaelab.viz.plots"]
     )
 
     def launch(*argv: str, env: dict | None = None):
@@ -187,7 +187,7 @@ def test_mid_epoch_stop_and_resume_in_process(tmp_path, tiny, monkeypatch):
     config = TrainConfig(dataset="tiny", latent_dim=2, hidden=16, batch_size=16, epochs=3)
     quiet = {"progress": False, "log": lambda _m: None}
     full = train(config, out=tmp_path / "full", data=tiny, **quiet)
-    from vaelab import train as train_module
+    from vaelab.training import loop as train_module
 
     real_enter = train_module.GracefulStop.__enter__
     calls = {"n": 0}
@@ -251,7 +251,7 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_one(tmp_path, tiny, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(
-        "vaelab.checkpoint.atomic_write_bytes", lambda path, data: full_disk(path, None)
+        "vaelab.training.checkpoint.atomic_write_bytes", lambda path, data: full_disk(path, None)
     )
     with pytest.raises(OSError):
         train(resume=root, epochs=3, data=tiny, **quiet)

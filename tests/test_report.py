@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
 from vaelab.config import TrainConfig
-from vaelab.report import build_compare, build_report, flatten
-from vaelab.train import train
+from vaelab.training.loop import train
+from vaelab.viz.report import build_compare, build_report, flatten
 
 ARTIFACTS = ROOT / "test-artifacts"
 

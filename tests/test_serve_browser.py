@@ -31,7 +31,7 @@ if not os.path.exists(CHROMIUM):
 
 
 def train_tiny(root: Path, data, latent_dim: int) -> Path:
-    from vaelab.train import train
+    from vaelab.training.loop import train
 
     config = TrainConfig(epochs=1, limit=500, latent_dim=latent_dim, hidden=64, device="cpu")
     return train(config, out=root / f"d{latent_dim}", data=data, progress=False, log=lambda m: None)

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2")
 
 def train_tiny(root: Path, data, latent_dim: int, model: str = "vae") -> Path:
     """A 1-epoch run on 500 MNIST images: seconds to train, the real test set."""
-    from vaelab.train import train
+    from vaelab.training.loop import train
 
     config = TrainConfig(
         epochs=1, limit=500, latent_dim=latent_dim, hidden=64, device="cpu", model=model

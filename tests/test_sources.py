@@ -1,4 +1,4 @@
-"""Where the bytes come from (vaelab.sources): the packaged copies, the cache, checksums,
+"""Where the bytes come from (vaelab.data.sources): the packaged copies, the cache, checksums,
 the restricted unpickler and downloads from a mirror."""
 
 import gzip
@@ -15,8 +15,8 @@ import torch
 
 from conftest import make_arrays
 from test_data import write_idx_folder
-from vaelab import data as D
-from vaelab import sources as S
+from vaelab.data import datasets as D
+from vaelab.data import sources as S
 from vaelab.errors import VaelabError
 
 

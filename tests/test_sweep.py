@@ -7,7 +7,7 @@ from conftest import make_arrays
 from vaelab import cli
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.sweep import markdown_table, run_name, sweep
+from vaelab.evaluation.sweep import markdown_table, run_name, sweep
 
 
 @pytest.fixture

@@ -7,7 +7,12 @@ import torch
 
 from vaelab.errors import VaelabError
 from vaelab.models import build_model
-from vaelab.tracking import NullTracker, TensorBoardTracker, open_tracker, require_tensorboard
+from vaelab.training.tracking import (
+    NullTracker,
+    TensorBoardTracker,
+    open_tracker,
+    require_tensorboard,
+)
 
 
 def test_off_means_a_tracker_that_does_nothing(tmp_path):

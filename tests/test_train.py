@@ -6,7 +6,7 @@ import torch
 from vaelab.config import TrainConfig
 from vaelab.errors import DivergenceError, VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.train import epoch_permutation, train
+from vaelab.training.loop import epoch_permutation, train
 
 QUIET = {"progress": False, "log": lambda _m: None}
 
@@ -128,7 +128,7 @@ def test_autoencoder_trains_without_kl(tiny, tmp_path):
 def test_mse_accepts_data_outside_unit_range(tmp_path):
     import numpy as np
 
-    from vaelab.data import arrays_to_dataset
+    from vaelab.data.datasets import arrays_to_dataset
 
     x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
     ds = arrays_to_dataset({"x_train": x, "x_test": x[:16]}, "gauss", "0", "synthetic")
@@ -166,8 +166,8 @@ def test_resume_after_a_kill_during_the_final_figures_only_draws_them(tiny, tmp_
 
 def test_bf16_precision_runs_matmuls_in_bfloat16_and_keeps_the_loss(tiny, tmp_path):
     from vaelab.models import build_model
-    from vaelab.optim import make_optimizer
-    from vaelab.train import train_epoch
+    from vaelab.training.loop import train_epoch
+    from vaelab.training.optim import make_optimizer
 
     config = small(precision="bf16", dataset="tiny", epochs=1)
     model = build_model("vae", input_shape=tiny.input_shape, latent_dim=2, hidden=16)

@@ -2,7 +2,7 @@
 
 Two small runs with the library API (a VAE and its plain-AE twin, both with a 2-D latent,
 on the first 20,000 MNIST training images; SETTINGS), then vaelab's own figure functions
-(:mod:`vaelab.figures`, :mod:`vaelab.plots`) draw the pictures the page explains, and the
+(:mod:`vaelab.viz.figures`, :mod:`vaelab.viz.plots`) draw the pictures the page explains, and the
 page's ``<!-- concept-run -->`` line becomes a sentence saying how they were made. The
 figures are cached by a key (this file, vaelab's source, torch's version), so a rebuild
 with nothing changed costs nothing; the first build trains for 10-20 s on 2 CPU cores.
@@ -74,15 +74,15 @@ def cache_key() -> str:
 
 
 def _reparameterisation_figure(run, data, path: Path) -> Path:
-    """Three test images' posteriors (mu +/- sigma, vaelab.plots.draw_bubbles) with 300
+    """Three test images' posteriors (mu +/- sigma, vaelab.viz.plots.draw_bubbles) with 300
     draws z = mu + eps * sigma each (vaelab.losses.reparameterize)."""
     import numpy as np
     import torch
     from matplotlib.patches import Ellipse
 
-    from vaelab import analysis, plots
-    from vaelab.figures import class_names
     from vaelab.losses import reparameterize
+    from vaelab.viz import analysis, plots
+    from vaelab.viz.figures import class_names
 
     labels = data.y_test.numpy()
     picks = [int(np.flatnonzero(labels == digit)[0]) for digit in (0, 1, 7)]
@@ -124,8 +124,8 @@ def _kl_terms_figure(path: Path) -> Path:
     against the variance (mu = 0) and against the mean (variance 1)."""
     import torch
 
-    from vaelab import plots
     from vaelab.losses import gaussian_kl_per_dim
+    from vaelab.viz import plots
 
     var = torch.linspace(0.02, 4.0, 400, dtype=torch.float64)
     kl_var = gaussian_kl_per_dim(torch.zeros_like(var)[:, None], var.log()[:, None])[:, 0]
@@ -162,11 +162,11 @@ def generate(out: Path) -> dict[str, float]:
 
 
 def _generate(out: Path, times: dict[str, float]) -> dict[str, float]:
-    from vaelab import figures
     from vaelab.config import TrainConfig
-    from vaelab.data import load_dataset
+    from vaelab.data.datasets import load_dataset
     from vaelab.run import load_run
-    from vaelab.train import train
+    from vaelab.training.loop import train
+    from vaelab.viz import figures
 
     t0 = time.perf_counter()
     data = load_dataset("mnist")
@@ -248,11 +248,11 @@ def describe(summary: dict) -> str:
     vae, ae = summary["vae_metrics"], summary["ae_metrics"]
     seconds = sum(summary["seconds"].values())
     return (
-        f"*How these figures were made:* when this site was built, `vaelab.train` trained the "
+        f"*How these figures were made:* when this site was built, `vaelab.training.loop` trained the "
         f"lecture's MLP VAE with a {s['latent_dim']}-D latent (hidden {s['hidden']}) and its "
         f"plain-autoencoder twin on the first {s['limit']:,} MNIST training images for "
         f"{s['epochs']} epochs each (batch {s['batch_size']}, Adam lr {s['lr']:g}, seed "
-        f"{s['seed']}, CPU), then `vaelab.figures` and `vaelab.plots` drew them; "
+        f"{s['seed']}, CPU), then `vaelab.viz.figures` and `vaelab.viz.plots` drew them; "
         f"{seconds:.0f} s in all. Test loss per image (z = mu): VAE {vae[0]['test_loss']:.1f} "
         f"untrained, {vae[-1]['test_loss']:.1f} after epoch {vae[-1]['epoch']} (reconstruction "
         f"{vae[-1]['test_recon']:.1f} + KL {vae[-1]['test_kl']:.1f}); plain AE "

@@ -13,11 +13,13 @@ __version__ = "0.1.0"
 # ``vaelab --help`` do not pay for importing torch.
 _LAZY = {
     "TrainConfig": "vaelab.config",
-    "Dataset": "vaelab.data",
-    "load_dataset": "vaelab.data",
+    "Dataset": "vaelab.data.datasets",
+    "load_dataset": "vaelab.data.datasets",
     "VaelabError": "vaelab.errors",
     "Run": "vaelab.run",
     "load_run": "vaelab.run",
+    "train": "vaelab.training.loop",
+    "evaluate_run": "vaelab.evaluation.evaluate",
 }
 
 
@@ -34,7 +36,9 @@ __all__ = [
     "Run",
     "TrainConfig",
     "VaelabError",
+    "evaluate_run",
     "load_dataset",
     "load_run",
+    "train",
     "__version__",
 ]

@@ -22,10 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaelab.checkpoint import load_checkpoint
 from vaelab.config import TrainConfig
-from vaelab.data import Dataset
-from vaelab.distributed import World
+from vaelab.data.datasets import Dataset
 from vaelab.errors import VaelabError
 from vaelab.fileio import (
     atomic_write,
@@ -35,6 +33,8 @@ from vaelab.fileio import (
     remove_stale_temp_files,
 )
 from vaelab.models import MODELS, build_model
+from vaelab.training.checkpoint import load_checkpoint
+from vaelab.training.distributed import World
 
 N_SHOWN = 16  # test images whose reconstructions are kept per cached epoch
 
@@ -118,7 +118,7 @@ class Run:
     def dataset(self, data_dir: str | None = None):
         """The data this run was trained on (limit and binarisation applied), checked
         against the checksum recorded in config.json."""
-        from vaelab.data import binarize_dataset, load_dataset
+        from vaelab.data.datasets import binarize_dataset, load_dataset
 
         data = load_dataset(
             self.config.dataset, data_dir or self.config.data_dir, self.config.limit

@@ -65,7 +65,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, batch_flag: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from vaelab.evaluate import evaluate_run, format_result
+    from vaelab.evaluation.evaluate import evaluate_run, format_result
 
     log = (lambda _msg: None) if args.quiet else print
     result = evaluate_run(
@@ -87,8 +87,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
-    from vaelab.classifier import get_classifier
-    from vaelab.data import load_dataset
+    from vaelab.data.datasets import load_dataset
+    from vaelab.evaluation.classifier import get_classifier
 
     data = load_dataset(args.dataset, args.data_dir)
     _, info = get_classifier(data, retrain=args.force, epochs=args.epochs)
@@ -105,7 +105,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from vaelab.config import TrainConfig
     from vaelab.errors import VaelabError
-    from vaelab.sweep import sweep
+    from vaelab.evaluation.sweep import sweep
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     if "resume" in given:
@@ -131,8 +131,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if given.get("report"):  # each run's report, as vaelab train --report writes it
         from pathlib import Path
 
-        from vaelab.report import build_report
-        from vaelab.sweep import run_name
+        from vaelab.evaluation.sweep import run_name
+        from vaelab.viz.report import build_report
 
         for value in args.beta:
             log(f"report written to {build_report(Path(args.out) / run_name('beta', value))}")

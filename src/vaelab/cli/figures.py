@@ -1,6 +1,6 @@
 """Figure commands: ``sample``, ``reconstruct``, ``interpolate``, ``embed``, ``bubbles``,
 ``manifold``, ``report`` and ``compare``. Each loads a run and calls one library function
-(:mod:`vaelab.figures` or :mod:`vaelab.report`), then prints the files it wrote."""
+(:mod:`vaelab.viz.figures` or :mod:`vaelab.viz.report`), then prints the files it wrote."""
 
 from __future__ import annotations
 
@@ -22,20 +22,20 @@ def _written(*paths) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from vaelab.figures import make_samples
+    from vaelab.viz.figures import make_samples
 
     return _written(make_samples(_run(args), args.out, args.n, args.seed, args.temperature))
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from vaelab.figures import make_reconstructions
+    from vaelab.viz.figures import make_reconstructions
 
     return _written(make_reconstructions(_run(args), args.out, args.n, args.epochs))
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaelab.errors import VaelabError
-    from vaelab.figures import make_interpolations
+    from vaelab.viz.figures import make_interpolations
 
     if args.digits is None and (args.a is None or args.b is None):
         raise VaelabError("interpolate needs two test images: --a I --b J, or --digits 3 8")
@@ -48,32 +48,32 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from vaelab.figures import make_embeddings
+    from vaelab.viz.figures import make_embeddings
 
     return _written(make_embeddings(_run(args), args.epochs, args.method, args.n, args.out))
 
 
 def cmd_bubbles(args: argparse.Namespace) -> int:
-    from vaelab.figures import make_bubbles
+    from vaelab.viz.figures import make_bubbles
 
     return _written(*make_bubbles(_run(args), args.epochs, args.n, args.out))
 
 
 def cmd_manifold(args: argparse.Namespace) -> int:
-    from vaelab.figures import make_manifold
+    from vaelab.viz.figures import make_manifold
 
     return _written(make_manifold(_run(args), args.grid, args.out))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vaelab.report import build_report
+    from vaelab.viz.report import build_report
 
     log = print if args.verbose else (lambda _m: None)
     return _written(build_report(args.run, args.out, args.method, args.n, log=log))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from vaelab.report import build_compare
+    from vaelab.viz.report import build_compare
 
     return _written(build_compare(args.run_a, args.run_b, args.out, args.method, args.n))
 

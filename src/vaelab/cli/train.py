@@ -204,9 +204,9 @@ RESUMABLE = {"epochs", "device"}
 
 def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.config import TrainConfig
-    from vaelab.distributed import world_from_env
     from vaelab.errors import TrainingInterrupted, VaelabError
-    from vaelab.train import train
+    from vaelab.training.distributed import world_from_env
+    from vaelab.training.loop import train
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
     quiet = given.pop("quiet", False)
@@ -246,7 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     log(f"run written to {root}")
     if given.get("report"):
-        from vaelab.report import build_report
+        from vaelab.viz.report import build_report
 
         log(f"report written to {build_report(root)}")
     return 0
@@ -255,8 +255,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
     """``vaelab train --nproc N ...``: the same command in N torch.distributed processes.
     A new run without --out gets its timestamped folder here, so every rank names it."""
-    from vaelab.distributed import launch, strip_nproc
     from vaelab.run import default_run_dir
+    from vaelab.training.distributed import launch, strip_nproc
 
     argv = strip_nproc(argv)
     if "resume" not in given and "out" not in given:
@@ -274,7 +274,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from vaelab.data import load_dataset
+    from vaelab.data.datasets import load_dataset
 
     data = load_dataset(args.dataset, args.data_dir)
     x = data.x_train

@@ -1,8 +1,8 @@
 """Experiments: one run per value of a training setting, each evaluated, in one table.
 
 ``sweep("beta", [0.5, 1, 2, 4], config, "runs/beta")`` loads the data once, trains
-``runs/beta/beta-0.5`` ... with ``vaelab.train.train(data=...)``, evaluates each run
-(``vaelab.evaluate.evaluate_run``) and writes ``sweep.json``, ``sweep.md`` and
+``runs/beta/beta-0.5`` ... with ``vaelab.training.loop.train(data=...)``, evaluates each run
+(``vaelab.evaluation.evaluate.evaluate_run``) and writes ``sweep.json``, ``sweep.md`` and
 ``rate-distortion.png``: reconstruction (distortion) against KL (rate), the trade-off that
 beta moves along (Alemi et al. 2018, "Fixing a Broken ELBO",
 https://arxiv.org/abs/1711.00464; Higgins et al. 2017 for the beta-VAE).
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.config import TrainConfig
-from vaelab.data import load_dataset
+from vaelab.data.datasets import load_dataset
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json, atomic_write_text
 from vaelab.run import RunPaths, load_run, read_metrics
@@ -71,8 +71,8 @@ def sweep(
     Returns one row per value (the evaluation, flattened, plus ``param`` and the value);
     a run already finished in ``out`` with the same settings is evaluated, not retrained.
     """
-    from vaelab.evaluate import check_arguments, evaluate_run
-    from vaelab.train import train
+    from vaelab.evaluation.evaluate import check_arguments, evaluate_run
+    from vaelab.training.loop import train
 
     config = config or TrainConfig()
     if param not in {f.name for f in dataclasses.fields(TrainConfig)}:
@@ -163,7 +163,7 @@ def markdown_table(rows: list[dict[str, Any]], param: str, config: TrainConfig) 
 def plot_sweep(rows: list[dict[str, Any]], param: str, path: Path | str) -> Path:
     """Three panels: rate-distortion (recon against KL, one labelled point per run); the
     bounds against the swept value; active units and sample confidence against it."""
-    from vaelab import plots
+    from vaelab.viz import plots
 
     fig = plots.new_figure((14, 4))
     ax, ax2, ax3 = fig.subplots(1, 3)

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.checkpoint import load_checkpoint, save_checkpoint
-from vaelab.data import Dataset
+from vaelab.data.datasets import Dataset
+from vaelab.data.sources import cache_dir
 from vaelab.errors import VaelabError
-from vaelab.sources import cache_dir
+from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
 CONFIDENT = 0.9  # a sample counts as confidently classified at this max-softmax
 VERSION = "cnn-1"  # part of the cache key: bump when the network or its training changes

@@ -1,8 +1,8 @@
 """What the lecture shows, as arrays: prior samples, interpolations, 2-D embeddings of the
 cached test means, KL per latent dimension, posterior "bubbles" and the latent manifold.
 
-Compute only: every function here returns numpy arrays; :mod:`vaelab.plots` draws them
-and :mod:`vaelab.figures` ties the two to a run directory. Anything deterministic
+Compute only: every function here returns numpy arrays; :mod:`vaelab.viz.plots` draws them
+and :mod:`vaelab.viz.figures` ties the two to a run directory. Anything deterministic
 (interpolation, embeddings, the manifold) uses the posterior means, as the lecture does.
 
 Embedding cache (read by other tools, e.g. the latent-space explorer; keep it stable)::

@@ -10,7 +10,7 @@ and in the number of images.
 
 Active units: latent dimensions j with Cov_x(E_q[z_j | x]) > 0.01 (Burda et al., sec. 5.2).
 Sample quality: N prior samples z ~ N(0, I), decoded to pixel means and scored by the
-dataset's classifier (``vaelab.classifier``): mean max-softmax confidence, the fraction
+dataset's classifier (``vaelab.evaluation.classifier``): mean max-softmax confidence, the fraction
 scored >= 0.9, the entropy of the predicted-class histogram, and the Fréchet distance
 between classifier features of samples and of test images (Heusel et al. 2017).
 """
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vaelab.config import TrainConfig
-from vaelab.data import Dataset, binarize_dataset, binarize_fixed, load_dataset
+from vaelab.data.datasets import Dataset, binarize_dataset, binarize_fixed, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_json
 from vaelab.losses import gaussian_kl_per_dim, importance_log_weights, reparameterize
@@ -302,7 +302,7 @@ def evaluate_run(
     ``n_images`` scores only the first N images of the split (all of them when None or
     more than there are): a quick estimate, e.g. in a notebook."""
     from vaelab import __version__
-    from vaelab.train import select_device
+    from vaelab.training.loop import select_device
 
     check_arguments(iw_samples, batch_size, n_samples, binarize, split)
     if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
@@ -363,7 +363,7 @@ def score_prior_samples(
 ) -> dict[str, Any]:
     """Sample scores of ``model`` with the cached (or freshly trained) classifier of
     ``raw``, against its grey test images."""
-    from vaelab.classifier import get_classifier, sample_scores
+    from vaelab.evaluation.classifier import get_classifier, sample_scores
 
     classifier, info = get_classifier(raw, log=log)
     samples = prior_samples(model, n_samples, run.config.latent_dim, seed)

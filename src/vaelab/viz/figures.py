@@ -1,5 +1,5 @@
 """The lecture's figures for a run directory: each function computes with
-:mod:`vaelab.analysis`, draws with :mod:`vaelab.plots` and returns the files it wrote
+:mod:`vaelab.viz.analysis`, draws with :mod:`vaelab.viz.plots` and returns the files it wrote
 (into RUN/figures/ unless ``out`` says otherwise). One function per ``vaelab`` command.
 """
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab import analysis, plots
 from vaelab.errors import VaelabError
 from vaelab.fileio import make_writable_dir
 from vaelab.run import Run
+from vaelab.viz import analysis, plots
 
 N_CACHED_SHOWN = 16  # reconstructions kept in every latents/epoch-NNN.npz
 
@@ -32,7 +32,7 @@ def output_dir(run: Run, out: Path | str | None) -> Path:
 
 def class_names(run: Run) -> tuple[str, ...]:
     """The class names of a known dataset (MNIST digits, Fashion-MNIST items), else ()."""
-    from vaelab.sources import KNOWN
+    from vaelab.data.sources import KNOWN
 
     spec = KNOWN.get(run.config.dataset)
     return tuple(spec.classes) if spec is not None else ()

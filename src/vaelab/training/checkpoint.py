@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from vaelab.distributed import World
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_bytes
+from vaelab.training.distributed import World
 
 FORMAT = "vaelab-checkpoint-1"
 

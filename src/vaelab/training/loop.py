@@ -22,26 +22,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vaelab.checkpoint import restore_rng_state, rng_state, save_checkpoint
 from vaelab.config import TrainConfig
-from vaelab.data import Dataset, binarize_dataset, check_unit_range, load_dataset
-from vaelab.distributed import (
-    World,
-    any_rank,
-    destroy_process_group,
-    failpoint,
-    gather_objects,
-    init_process_group,
-    is_peer_failure,
-    rank_slice,
-    sum_over_ranks,
-    world_from_env,
-)
-from vaelab.epoch_end import end_of_epoch, epoch_line, final_figures
+from vaelab.data.datasets import Dataset, binarize_dataset, check_unit_range, load_dataset
 from vaelab.errors import DivergenceError, RankLostError, TrainingInterrupted, VaelabError
 from vaelab.models import build_model
 from vaelab.objectives import kl_weight, objective_terms
-from vaelab.optim import Optimizer, make_optimizer
 from vaelab.run import (
     N_SHOWN,
     RunPaths,
@@ -54,8 +39,23 @@ from vaelab.run import (
     update_run_config,
     write_run_config,
 )
-from vaelab.stopping import EpochProgress, GracefulStop, StopRequested
-from vaelab.tracking import open_tracker
+from vaelab.training.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from vaelab.training.distributed import (
+    World,
+    any_rank,
+    destroy_process_group,
+    failpoint,
+    gather_objects,
+    init_process_group,
+    is_peer_failure,
+    rank_slice,
+    sum_over_ranks,
+    world_from_env,
+)
+from vaelab.training.epoch_end import end_of_epoch, epoch_line, final_figures
+from vaelab.training.optim import Optimizer, make_optimizer
+from vaelab.training.stopping import EpochProgress, GracefulStop, StopRequested
+from vaelab.training.tracking import open_tracker
 
 STOP_POLL_STEPS = 20  # how often ranks of a multi-process run agree on a stop signal
 
@@ -227,7 +227,7 @@ def train(
     ``resume=RUN`` continues RUN from checkpoints/last.pt with its saved settings
     (``epochs`` may raise the target, ``device`` may change). ``data`` skips loading.
     SIGINT/SIGTERM stop at the next step boundary after writing a checkpoint. Started by
-    torchrun, each process trains its share of every batch (vaelab.distributed) and rank 0
+    torchrun, each process trains its share of every batch (vaelab.training.distributed) and rank 0
     alone writes the run.
     """
     world = world_from_env()

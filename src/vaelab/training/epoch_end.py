@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaelab.checkpoint import save_checkpoint
 from vaelab.config import TrainConfig
-from vaelab.data import Dataset
+from vaelab.data.datasets import Dataset
 from vaelab.errors import DivergenceError
 from vaelab.losses import decoder_mean
 from vaelab.objectives import elbo_terms
 from vaelab.run import N_SHOWN, RunPaths, append_metrics, write_latents
+from vaelab.training.checkpoint import save_checkpoint
 
 EVAL_BATCH = 1000
 
@@ -89,7 +89,7 @@ def end_of_epoch(model, x_test, data, config, paths, epoch, row) -> None:
 def _reconstruction_figure(
     paths: RunPaths, data: Dataset, epoch: int, latents: dict[str, np.ndarray]
 ) -> None:
-    from vaelab import plots
+    from vaelab.viz import plots
 
     plots.plot_rows(
         [
@@ -106,8 +106,8 @@ def _reconstruction_figure(
 def final_figures(root: Path) -> None:
     """Reconstructions by cached epoch and prior samples, as ``vaelab reconstruct`` and
     ``vaelab sample`` draw them."""
-    from vaelab import figures
     from vaelab.run import load_run
+    from vaelab.viz import figures
 
     run = load_run(root)
     figures.make_reconstructions(run)

@@ -36,7 +36,7 @@ def require_tensorboard() -> None:
 
 def _mosaic(flat: np.ndarray, input_shape: tuple[int, ...], ncol: int) -> np.ndarray:
     """(N, D) in [0, 1] -> one (H', W') or (H', W', 3) image for add_image."""
-    from vaelab.plots import tile, to_images
+    from vaelab.viz.plots import tile, to_images
 
     return tile(to_images(flat, input_shape), ncol)
 

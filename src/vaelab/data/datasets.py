@@ -1,7 +1,7 @@
 """What the trainer gets: datasets held in memory as tensors, checked and binarised.
 
 ``load_dataset`` takes a known dataset's name (MNIST, Fashion-MNIST; where their bytes
-come from, and how they are checked, is ``vaelab.sources``), an IDX folder or an .npz
+come from, and how they are checked, is ``vaelab.data.sources``), an IDX folder or an .npz
 file. Images become float32 in [0, 1] as uint8 / 255 (torchvision's ToTensor, as in the
 lecture).
 """
@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.errors import VaelabError
-from vaelab.sources import (
+from vaelab.data.sources import (
     IDX_NAMES,
     KNOWN,
     dataset_sha256,
@@ -28,6 +27,7 @@ from vaelab.sources import (
     read_idx_folder,
     sha256_hex,
 )
+from vaelab.errors import VaelabError
 
 
 @dataclass

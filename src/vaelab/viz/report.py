@@ -1,6 +1,6 @@
 """One HTML page per run (``vaelab report``) and one per pair of runs (``vaelab compare``).
 
-The pages assemble figures from :mod:`vaelab.figures` (the PNGs stay in RUN/figures/)
+The pages assemble figures from :mod:`vaelab.viz.figures` (the PNGs stay in RUN/figures/)
 and embed every image as a ``data:`` URI, so a page is one self-contained file: it works
 when copied elsewhere, offline, and loads nothing from the network.
 """
@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaelab import analysis, figures, plots
 from vaelab.errors import VaelabError
 from vaelab.fileio import atomic_write_text, make_writable_dir
 from vaelab.run import Run, load_run
+from vaelab.viz import analysis, figures, plots
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;

@@ -11,7 +11,7 @@ A known dataset is looked up in this order (the first hit wins):
 
 Every copy is checked against the SHA-256 of the original (uncompressed) IDX files, and
 written once into the cache as plain IDX so later runs load in a fraction of a second.
-What the bytes become in memory (tensors, a ``Dataset``) is ``vaelab.data``'s business.
+What the bytes become in memory (tensors, a ``Dataset``) is ``vaelab.data.datasets``'s business.
 """
 
 from __future__ import annotations

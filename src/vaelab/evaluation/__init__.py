@@ -1,0 +1,2 @@
+"""Evaluation: honest numbers for a trained run (``evaluate``), the classifier that scores
+samples (``classifier``) and sweeps of one setting (``sweep``)."""
