@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/evaluate_speed.py RUN [--threads 1] [--grid 100x500,...]
 
-Times ``vaelab.evaluation.evaluate.iwae_estimate`` on the first n test images of RUN with K samples
+Times ``vaelab.evaluation.bounds.iwae_estimate`` on the first n test images of RUN with K samples
 for each ``n x K`` in the grid, and prints wall and CPU seconds, microseconds of CPU per
 decoder row (one image, one sample), and the extrapolation to the full test set at
 K = 5000. CPU time (``time.process_time``) is far less sensitive than wall time to other
@@ -18,7 +18,7 @@ import torch
 from machine import print_machine
 
 from vaelab import load_run
-from vaelab.evaluation.evaluate import iwae_estimate
+from vaelab.evaluation.bounds import iwae_estimate
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         n, k = (int(v) for v in cell.split("x"))
         g = torch.Generator().manual_seed(0)
         t, c = time.perf_counter(), time.process_time()
-        out = iwae_estimate(run.model, x[:n], k, run.config, generator=g)
+        out = iwae_estimate(run.model, x[:n], k, generator=g)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         per_row.append(cpu / (n * k))
         print(

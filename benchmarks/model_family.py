@@ -11,11 +11,9 @@ the importance-weighted bound at K samples (Burda et al. 2015, eq. 8):
     log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x),  z_k ~ q(z|x),
 
 on the first ``--n-test`` images of the fixed binarised test set, with the same noise
-for every model. Uses ``vaelab.evaluation.evaluate.iwae_estimate`` (issue 4) when it is there, else
-the same sum written here with losses.importance_log_weights, losses.iwae_bound and
-objectives.neg_log_likelihood. Also prints the -ELBO (mean recon over the K samples +
-closed-form KL), the paired difference to the MLP VAE with its standard error, seconds
-per training epoch and minutes of evaluation.
+for every model (``vaelab.evaluation.bounds.iwae_estimate``). Also prints the -ELBO (mean
+recon over the K samples + closed-form KL), the paired difference to the MLP VAE with its
+standard error, seconds per training epoch and minutes of evaluation.
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ from pathlib import Path
 import torch
 from machine import print_machine
 
-from vaelab.losses import importance_log_weights, iwae_bound, reparameterize
-from vaelab.objectives import neg_log_likelihood
+from vaelab.evaluation.bounds import iwae_estimate
 from vaelab.run import RunPaths, load_run, read_metrics
 
 VARIANTS = {  # name -> vaelab train flags (besides --binarize dynamic --epochs E)
@@ -57,33 +54,10 @@ def train_variant(name: str, root: Path, epochs: int) -> tuple[Path, str]:
 
 
 @torch.no_grad()
-def iwae_nll(run, x: torch.Tensor, K: int, batch: int = 20, chunk: int = 500) -> torch.Tensor:
+def iwae_nll(run, x: torch.Tensor, K: int) -> torch.Tensor:
     """Per-image -L_K and -ELBO, (2, N), in float64."""
-    model, config = run.model, run.config
-    try:
-        from vaelab.evaluation.evaluate import iwae_estimate
-    except ImportError:
-        iwae_estimate = None
-    if iwae_estimate is not None:
-        t = iwae_estimate(model, x, K, config, generator=torch.Generator().manual_seed(0))
-        return torch.stack([t["nll_iwae"], t["recon"] + t["kl"]])
-    out = []
-    for start in range(0, len(x), batch):
-        xb = x[start : start + batch]
-        gen = torch.Generator().manual_seed(start)  # the same noise for every model
-        mu, logvar = model.encode(xb)  # (b, d)
-        log_w = []
-        for k0 in range(0, K, chunk):
-            k = min(chunk, K - k0)
-            eps = torch.randn((k, *mu.shape), generator=gen)
-            z = reparameterize(mu, logvar, eps)  # (k, b, d)
-            logits = model.decode_logits(z.flatten(0, 1))  # (k * b, D)
-            rec = neg_log_likelihood(model, logits, xb.flatten(1).repeat(k, 1), config)
-            log_w.append(importance_log_weights(-rec.view(k, -1), z, mu, logvar).double())
-        log_w = torch.cat(log_w)  # (K, b)
-        neg_elbo = -log_w.mean(0)  # with a sampled KL
-        out.append(torch.stack([-iwae_bound(log_w), neg_elbo]))
-    return torch.cat(out, dim=1)
+    t = iwae_estimate(run.model, x, K, generator=torch.Generator().manual_seed(0))
+    return torch.stack([t["nll_iwae"], t["recon"] + t["kl"]])
 
 
 def main() -> None:

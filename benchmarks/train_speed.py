@@ -51,8 +51,9 @@ from vaelab.config import TrainConfig
 from vaelab.data.datasets import load_dataset
 from vaelab.models import build_model
 from vaelab.training.epoch_end import evaluate_loss
-from vaelab.training.loop import step_loss_module, train_epoch
+from vaelab.training.loop import train_epoch
 from vaelab.training.optim import make_optimizer
+from vaelab.training.step import TrainStep
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -66,26 +67,26 @@ def epoch_gflop(n: int, D: int = 784, h: int = 400, d: int = 20) -> float:
 
 
 def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, optimizer=None) -> Trainer:
-    """``vaelab.training.loop.train_epoch`` with the trainer's optimiser and step module; with
+    """``vaelab.training.loop.train_epoch`` with the trainer's optimiser and step; with
     --compile the step is compiled (full and last batch) before the weights are reset."""
     torch.manual_seed(config.seed)
     model = build_model(
         "vae", input_shape=(1, 28, 28), latent_dim=config.latent_dim, hidden=config.hidden
     )
     make = optimizer or (lambda m: make_optimizer(m, config.lr))
-    step_loss = step_loss_module(model, config, x.device)
+    step = TrainStep(model, make(model), config, x.device)
     if config.compile:
         initial = copy.deepcopy(model.state_dict())
         warm_up = x[: 20 * config.batch_size + len(x) % config.batch_size]
-        train_epoch(model, make(model), warm_up, config, 1, False, step_loss=step_loss)
+        train_epoch(step, warm_up, config, 1)
         model.load_state_dict(initial)  # in place: the compiled step stays valid
         torch.manual_seed(config.seed)
-    opt = make(model)
+        step.optimizer = make(model)  # fresh moments for the timed epochs
     done = [0]
 
     def epoch() -> None:
         done[0] += 1
-        train_epoch(model, opt, x, config, done[0], progress=False, step_loss=step_loss)
+        train_epoch(step, x, config, done[0])
 
     return epoch, lambda: evaluate_loss(model, x_test, config)[0]["test_loss"]
 
@@ -240,10 +241,10 @@ def scaling(data, args) -> dict[str, list[dict]]:
             model = build_model(
                 "vae", input_shape=(1, 28, 28), latent_dim=config.latent_dim, hidden=config.hidden
             )
-            opt = make_optimizer(model, config.lr)
-            train_epoch(model, opt, x[: 20 * config.batch_size], config, 1, False)  # warm-up
+            step = TrainStep(model, make_optimizer(model, config.lr), config, x.device)
+            train_epoch(step, x[: 20 * config.batch_size], config, 1)  # warm-up
             t = time.perf_counter()
-            train_epoch(model, opt, x, config, 1, progress=False)
+            train_epoch(step, x, config, 1)
             sec = time.perf_counter() - t
             gflop = epoch_gflop(n, h=config.hidden, d=config.latent_dim)
             out[title].append({"value": v, "s_per_epoch": sec, "gflops": gflop / sec})

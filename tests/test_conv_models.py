@@ -7,7 +7,7 @@ from vaelab.config import TrainConfig
 from vaelab.data.datasets import arrays_to_dataset
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS, build_model
-from vaelab.objectives import training_loss
+from vaelab.objectives import objective_terms
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.epoch_end import evaluate_loss
 from vaelab.training.loop import train
@@ -79,7 +79,7 @@ def test_a_few_steps_lower_the_loss(name, tiny):
     config = TrainConfig(model=name)
     losses = []
     for _ in range(40):
-        loss = training_loss(model, x, config, 1).loss.mean()
+        loss = objective_terms(model, x, config, config.beta).loss.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -10,11 +10,13 @@ from conftest import call_cli as call
 from conftest import make_arrays, train_tiny_run
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
-from vaelab.evaluation.evaluate import active_units, evaluate_run, format_result, iwae_estimate
+from vaelab.evaluation.bounds import active_units, iwae_estimate
+from vaelab.evaluation.evaluate import evaluate_run, format_result
+from vaelab.models import LatentModel
 from vaelab.training.loop import train
 
 
-class TwoPixelToy(nn.Module):
+class TwoPixelToy(LatentModel):
     """p(z) = N(0, 1), p(x|z) = Bernoulli(sigmoid(a z + c)) on 2 pixels, and a Gaussian
     q(z|x) that is deliberately not the posterior: log p(x) by quadrature is exact."""
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vaelab.models import MODELS, build_model
-from vaelab.models.vae import LOGVAR_MAX
+from vaelab.models.base import LOGVAR_MAX
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 8, 8), (50,)])

@@ -8,11 +8,16 @@ from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.losses import gaussian_kl, log_normal_diag, log_standard_normal
 from vaelab.models import build_model
-from vaelab.objectives import kl_weight, neg_log_likelihood, training_loss
+from vaelab.objectives import kl_weight, negative_elbo, objective_terms
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.loop import train
 
 QUIET = {"progress": False, "log": lambda _m: None}
+
+
+def training_loss(model, x, config, epoch, fraction=0.0):
+    """The trainer's per-example terms at step ``fraction`` of ``epoch``."""
+    return objective_terms(model, x, config, kl_weight(config, epoch, fraction))
 
 
 def small(**kw) -> TrainConfig:
@@ -84,10 +89,24 @@ def test_iwae_and_beta_weight_only_the_prior_and_posterior_terms():
     torch.manual_seed(2)
     mu, logvar = model.encode(x)
     z = mu + torch.randn(3, *mu.shape) * (0.5 * logvar).exp()
-    rec = neg_log_likelihood(model, model.decode_logits(z.flatten(0, 1)), x.repeat(3, 1), cfg)
+    rec = model.neg_log_likelihood(model.decode_logits(z.flatten(0, 1)), x.repeat(3, 1))
     expected = -(torch.logsumexp(-rec.view(3, -1), 0) - torch.log(torch.tensor(3.0)))
     torch.testing.assert_close(at_zero.loss, expected)
     torch.testing.assert_close(at_zero.kl, gaussian_kl(mu, logvar))
+
+
+def test_negative_elbo_parts_and_beta():
+    torch.manual_seed(0)
+    x = torch.rand(4, 10)
+    mu, logvar = torch.randn(4, 2), torch.randn(4, 2)
+    logits = torch.randn(4, 10)
+    vae = build_model("vae", input_shape=(10,), latent_dim=2, hidden=4)
+    terms = negative_elbo(vae, x, mu, (mu, logvar), logits, weight=2.5)
+    torch.testing.assert_close(terms.loss, terms.recon + 2.5 * terms.kl)
+    torch.testing.assert_close(terms.kl, gaussian_kl(mu, logvar))
+    ae = build_model("ae", input_shape=(10,), latent_dim=2, hidden=4)
+    no_var = negative_elbo(ae, x, mu, (mu, None), logits)
+    assert no_var.kl.abs().max() == 0 and torch.equal(no_var.loss, no_var.recon)
 
 
 def test_objective_settings_are_validated():

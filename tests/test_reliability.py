@@ -188,13 +188,14 @@ def test_mid_epoch_stop_and_resume_in_process(tmp_path, tiny, monkeypatch):
     quiet = {"progress": False, "log": lambda _m: None}
     full = train(config, out=tmp_path / "full", data=tiny, **quiet)
     from vaelab.training import loop as train_module
+    from vaelab.training import step as step_module
 
     real_enter = train_module.GracefulStop.__enter__
     calls = {"n": 0}
 
     def enter(self):
         real_enter(self)
-        original = train_module.objective_terms
+        original = step_module.objective_terms
 
         def counting(*args, **kwargs):
             calls["n"] += 1
@@ -202,7 +203,7 @@ def test_mid_epoch_stop_and_resume_in_process(tmp_path, tiny, monkeypatch):
                 self.signum = signal.SIGTERM
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(train_module, "objective_terms", counting)
+        monkeypatch.setattr(step_module, "objective_terms", counting)
         return self
 
     monkeypatch.setattr(train_module.GracefulStop, "__enter__", enter)

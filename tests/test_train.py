@@ -168,12 +168,14 @@ def test_bf16_precision_runs_matmuls_in_bfloat16_and_keeps_the_loss(tiny, tmp_pa
     from vaelab.models import build_model
     from vaelab.training.loop import train_epoch
     from vaelab.training.optim import make_optimizer
+    from vaelab.training.step import TrainStep
 
     config = small(precision="bf16", dataset="tiny", epochs=1)
     model = build_model("vae", input_shape=tiny.input_shape, latent_dim=2, hidden=16)
     seen = set()
     model.encoder[0].register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
-    row = train_epoch(model, make_optimizer(model, 1e-3), tiny.x_train, config, 1, False)
+    step = TrainStep(model, make_optimizer(model, 1e-3), config, torch.device("cpu"))
+    row = train_epoch(step, tiny.x_train, config, 1)
     assert seen == {torch.bfloat16} and all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.isfinite(torch.tensor(row["train_loss"]))
     fp32 = train(small(), out=tmp_path / "fp32", data=tiny, **QUIET)

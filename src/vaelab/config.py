@@ -44,9 +44,10 @@ class TrainConfig:
     model: str = "vae"
     latent_dim: int = 20
     hidden: int | None = None
-    recon: str = "bce"  # bce: Bernoulli (sum over pixels); mse: 0.5 * squared error
+    recon: str = "bce"  # the lecture's name for p(x|z): bce (Bernoulli) | mse (0.5 * sq. error)
     beta: float = 1.0
-    # None: the lecture's --recon; else bernoulli (= bce) | continuous-bernoulli | gaussian
+    # p(x|z), the one name the code reads: bernoulli | continuous-bernoulli | gaussian | mse.
+    # None (not given): from --recon, bce -> bernoulli, mse -> mse (see __post_init__).
     likelihood: str | None = None
     gaussian_sigma: float | str | None = None  # gaussian only: fixed sigma (1.0) or "learned"
     objective: str = "elbo"  # elbo | iwae (Burda et al. 2015)
@@ -69,11 +70,25 @@ class TrainConfig:
             self.hidden = self.latent_dim**2
         if self.embed_epochs is not None:
             self.embed_epochs = sorted({int(e) for e in self.embed_epochs})
+        self._resolve_likelihood()
         if self.likelihood == "gaussian" and self.gaussian_sigma is None:
             self.gaussian_sigma = 1.0
         if self.objective == "iwae" and self.iw_k is None:
             self.iw_k = DEFAULT_IW_K
         self.validate()
+
+    def _resolve_likelihood(self) -> None:
+        """Map the lecture's --recon and --likelihood onto one name, once: afterwards
+        ``likelihood`` is set and ``recon`` agrees with it (mse if and only if mse)."""
+        if self.recon == "mse" and self.likelihood not in (None, "mse"):
+            raise VaelabError(
+                "--recon mse is the lecture's shorthand (0.5 * squared error); give either it "
+                "or --likelihood, not both (--likelihood gaussian is the normalised density)"
+            )
+        if self.likelihood is None:
+            self.likelihood = "mse" if self.recon == "mse" else "bernoulli"
+        if self.likelihood == "mse":
+            self.recon = "mse"
 
     def validate(self) -> None:
         """Raise VaelabError naming the first invalid setting."""
@@ -126,21 +141,15 @@ class TrainConfig:
 
     def _validate_model_family(self) -> None:
         """Model, likelihood, objective and KL schedule (issue 5)."""
-        from vaelab.losses import LIKELIHOODS  # late imports: models import this module
+        from vaelab.losses import LIKELIHOOD_NAMES, LIKELIHOODS  # late: models import this
         from vaelab.models import MODELS
 
         if self.model not in MODELS:
             raise VaelabError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.likelihood is not None:
-            if self.likelihood not in LIKELIHOODS:
-                raise VaelabError(
-                    f"unknown --likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
-                )
-            if self.recon == "mse":
-                raise VaelabError(
-                    "--recon mse is the lecture's shorthand (0.5 * squared error); give either it "
-                    "or --likelihood, not both (--likelihood gaussian is the normalised density)"
-                )
+        if self.likelihood not in LIKELIHOOD_NAMES:
+            raise VaelabError(
+                f"unknown --likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
+            )
         sigma = self.gaussian_sigma
         if sigma is not None:
             if self.likelihood != "gaussian":
@@ -175,8 +184,8 @@ class TrainConfig:
 
     @property
     def needs_unit_range(self) -> bool:
-        """Bernoulli-type likelihoods (bce, bernoulli, continuous-bernoulli) need x in [0, 1]."""
-        return self.recon == "bce" and self.likelihood != "gaussian"
+        """Bernoulli-type likelihoods (bernoulli, continuous-bernoulli) need x in [0, 1]."""
+        return self.likelihood in ("bernoulli", "continuous-bernoulli")
 
     def cached_epochs(self) -> list[int]:
         """Epochs whose test-set latents are kept: as given, or the lecture's 0, 5, 10

@@ -94,44 +94,12 @@ def half_squared_error(x_hat: Tensor, x: Tensor) -> Tensor:
     return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1)
 
 
-def reconstruction_loss(logits: Tensor, x: Tensor, recon: str = "bce") -> Tensor:
-    """Per-example reconstruction term: ``bce`` from logits or ``mse`` on sigmoid means."""
-    if recon == "bce":
-        return bernoulli_nll(logits, x)
-    if recon == "mse":
-        return half_squared_error(torch.sigmoid(logits), x)
-    raise ValueError(f"unknown reconstruction loss {recon!r}")
-
-
 class LossTerms(NamedTuple):
     """Per-example loss and its parts: loss = recon + beta * kl."""
 
     loss: Tensor
     recon: Tensor
     kl: Tensor
-
-
-def negative_elbo(
-    logits: Tensor,
-    x: Tensor,
-    mu: Tensor,
-    logvar: Tensor | None,
-    beta: float = 1.0,
-    recon: str = "bce",
-) -> LossTerms:
-    """-ELBO = recon + beta * KL per example. ``logvar=None`` (a plain autoencoder) has
-    no posterior variance and no KL term.
-
-    Examples:
-        >>> logits, x = torch.zeros(1, 4), torch.ones(1, 4)  # recon = 4 log 2
-        >>> negative_elbo(logits, x, torch.tensor([[2.0]]), torch.zeros(1, 1), beta=0.5)
-        LossTerms(loss=tensor([3.7726]), recon=tensor([2.7726]), kl=tensor([2.]))
-        >>> negative_elbo(logits, x, torch.tensor([[2.0]]), None).kl  # plain autoencoder
-        tensor([0.])
-    """
-    rec = reconstruction_loss(logits, x, recon)
-    kl = torch.zeros_like(rec) if logvar is None else gaussian_kl(mu, logvar)
-    return LossTerms(rec + beta * kl, rec, kl)
 
 
 LOG_2PI = math.log(2 * math.pi)
@@ -171,17 +139,13 @@ def iwae_bound(log_weights: Tensor) -> Tensor:
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
-def importance_log_weights(log_px_given_z: Tensor, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log w = log p(x|z) + log p(z) - log q(z|x) for samples z ~ q(z|x) = N(mu, exp(logvar)).
-
-    Shapes broadcast: e.g. log_px_given_z (K, B), z (K, B, d), mu and logvar (B, d)."""
-    return log_px_given_z + log_standard_normal(z) - log_normal_diag(z, mu, logvar)
-
-
 # Likelihoods p(x|z) beyond the lecture's BCE: -log p(x|z) per example from the decoder's
 # logits, (N, D) -> (N,). ``likelihood_nll`` dispatches on the name.
 
-LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian")  # --likelihood's choices
+# ``mse`` is the lecture's --recon mse: 0.5 * squared error on sigmoid(logits), a
+# unit-variance Gaussian without its constant (TrainConfig maps --recon onto these names).
+LIKELIHOOD_NAMES = (*LIKELIHOODS, "mse")
 CB_TAYLOR_BAND = 0.02  # |logit| below this (|lambda - 0.5| < 0.005): the Taylor series
 
 
@@ -268,7 +232,7 @@ def decoder_mean(logits: Tensor, likelihood: str | None = None) -> Tensor:
         >>> decoder_mean(logits, "continuous-bernoulli")  # pulled towards 1/2
         tensor([[0.3435, 0.5000, 0.6565]])
     """
-    if likelihood in (None, "bernoulli", "gaussian", "bce", "mse"):
+    if likelihood in (None, "bernoulli", "gaussian", "mse"):
         return torch.sigmoid(logits)
     if likelihood == "continuous-bernoulli":
         return continuous_bernoulli_mean(logits)
@@ -299,13 +263,23 @@ def gaussian_nll(mean: Tensor, x: Tensor, log_sigma: Tensor | float) -> Tensor:
 def likelihood_nll(
     logits: Tensor, x: Tensor, likelihood: str, log_sigma: Tensor | float = 0.0
 ) -> Tensor:
-    """-log p(x|z) per example for a named likelihood; the decoder's output is ``logits``
-    (Bernoulli / continuous-Bernoulli logits, or the Gaussian mean's logit: mean =
-    sigmoid(logits), as in the lecture's MSE on the sigmoid output)."""
+    """-log p(x|z) per example for a named likelihood (``LIKELIHOOD_NAMES``); the decoder's
+    output is ``logits`` (Bernoulli / continuous-Bernoulli logits, or the Gaussian mean's
+    logit: mean = sigmoid(logits), as in the lecture's MSE on the sigmoid output).
+
+    Examples:
+        >>> logits, x = torch.zeros(1, 4), torch.ones(1, 4)
+        >>> likelihood_nll(logits, x, "bernoulli")  # the lecture's BCE: 4 log 2
+        tensor([2.7726])
+        >>> likelihood_nll(logits, x, "mse")  # 0.5 * 4 * (1 - 0.5)^2
+        tensor([0.5000])
+    """
     if likelihood == "bernoulli":
         return bernoulli_nll(logits, x)
     if likelihood == "continuous-bernoulli":
         return continuous_bernoulli_nll(logits, x)
     if likelihood == "gaussian":
         return gaussian_nll(torch.sigmoid(logits), x, log_sigma)
+    if likelihood == "mse":
+        return half_squared_error(torch.sigmoid(logits), x)
     raise ValueError(f"unknown likelihood {likelihood!r}")

@@ -255,8 +255,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
     """``vaelab train --nproc N ...``: the same command in N torch.distributed processes.
     A new run without --out gets its timestamped folder here, so every rank names it."""
-    from vaelab.run import default_run_dir
     from vaelab.training.distributed import launch, strip_nproc
+    from vaelab.training.run_dir import default_run_dir
 
     argv = strip_nproc(argv)
     if "resume" not in given and "out" not in given:

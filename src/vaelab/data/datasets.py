@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.config import TrainConfig
 from vaelab.data.sources import (
     IDX_NAMES,
     KNOWN,
@@ -236,6 +237,29 @@ def binarize_dataset(data: Dataset, mode: str, seed: int) -> Dataset:
         f"{data.source}, binarized {mode}",
         data.classes,
     )
+
+
+def prepare_data(
+    config: TrainConfig,
+    data: Dataset | None = None,
+    recorded_sha256: str | None = None,
+    binarize: str | None = None,
+) -> Dataset:
+    """The data a run trains and is scored on, the one way it is made: ``data`` (the
+    whole dataset; loaded from ``config.dataset`` and ``config.data_dir`` when None), its
+    first ``config.limit`` training images, checked against the checksum the run recorded
+    (``recorded_sha256``, when resuming or reading a run), binarised as the run says (or as
+    ``binarize`` overrides) and checked to suit the likelihood's range."""
+    data = data if data is not None else load_dataset(config.dataset, config.data_dir)
+    if recorded_sha256 and recorded_sha256 != data.sha256:
+        raise VaelabError(
+            f"the data {config.dataset!r} differs from what the run was trained on "
+            "(checksum differs); pass the run's data (--data-dir) or train a new run"
+        )
+    data = binarize_dataset(data.limited(config.limit), binarize or config.binarize, config.seed)
+    if config.needs_unit_range:
+        check_unit_range(data)
+    return data
 
 
 def check_unit_range(data: Dataset) -> None:

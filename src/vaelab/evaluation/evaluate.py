@@ -8,8 +8,8 @@ is the negative ELBO in expectation. The K samples are drawn in chunks (images x
 and combined with logsumexp, so memory is bounded for any K and the time is linear in K
 and in the number of images.
 
-Active units: latent dimensions j with Cov_x(E_q[z_j | x]) > 0.01 (Burda et al., sec. 5.2).
-Sample quality: N prior samples z ~ N(0, I), decoded to pixel means and scored by the
+The bounds, image by image, are ``vaelab.evaluation.bounds``; this module scores a run
+with them and writes RUN/eval.json. Sample quality: N prior samples z ~ N(0, I), decoded to pixel means and scored by the
 dataset's classifier (``vaelab.evaluation.classifier``): mean max-softmax confidence, the fraction
 scored >= 0.9, the entropy of the predicted-class histogram, and the Fréchet distance
 between classifier features of samples and of test images (Heusel et al. 2017).
@@ -17,8 +17,6 @@ between classifier features of samples and of test images (Heusel et al. 2017).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import math
 import time
 from collections.abc import Callable
@@ -26,150 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from tqdm import tqdm
+from torch import Tensor
 
-from vaelab.config import TrainConfig
-from vaelab.data.datasets import Dataset, binarize_dataset, binarize_fixed, load_dataset
+from vaelab.data.datasets import Dataset, binarize_fixed
 from vaelab.errors import VaelabError
+from vaelab.evaluation.bounds import active_units, autoencoder_terms, iwae_estimate
 from vaelab.fileio import atomic_write_json
-from vaelab.losses import gaussian_kl_per_dim, importance_log_weights, reparameterize
-from vaelab.objectives import neg_log_likelihood
+from vaelab.models import LatentModel
 from vaelab.run import Run, load_run
 
 SPLITS = ("test", "train")
-ACTIVE_THRESHOLD = 0.01
-ROWS_PER_CHUNK = {"cpu": 4096, "cuda": 65536}  # decoder rows (images x samples) at a time
-
-
-def _release_freed_memory() -> None:
-    """Give memory that the C allocator keeps after the chunk buffers are freed back to
-    the system (glibc's ``malloc_trim``; a no-op elsewhere). Measured: without it, a
-    K = 5000 test-set run's peak RSS wandered between 0.85 and 3.7 GB as the heap
-    fragmented; the live tensors never exceed a few chunks."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
-
-
-# ------------------------------------------------------------------------ pure statistics
-def active_units(mu: Tensor, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, Tensor]:
-    """(count, per-dimension variance): dimensions j with Var_x(E_q[z_j|x]) > threshold.
-
-    ``mu``: (N, d) posterior means over a data set (Burda et al. 2015, section 5.2)."""
-    var = mu.double().var(dim=0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[1])
-    return int((var > threshold).sum()), var
-
-
-# ---------------------------------------------------------------------- the likelihood
-@torch.no_grad()
-def iwae_estimate(
-    model: nn.Module,
-    x: Tensor,
-    k: int,
-    config: TrainConfig | None = None,
-    batch_size: int = 100,
-    sample_chunk: int | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> dict[str, Tensor]:
-    """Per-image terms on ``x`` (N, ...) with K importance samples each, chunked.
-
-    Returns float64 tensors on the CPU: ``nll_iwae`` (N,), ``recon`` (N,) (the mean over
-    the K samples of -log p(x|z_k)), ``kl`` (N,) (closed form), ``kl_per_dim`` (N, d) and
-    ``mu`` (N, d). Memory holds ``batch_size * sample_chunk`` decoder rows at a time.
-    ``config`` names the likelihood (default: the lecture's Bernoulli / BCE)."""
-    if not getattr(model, "stochastic", True):
-        raise VaelabError("a plain autoencoder has no q(z|x): the IWAE bound is not defined")
-    if k < 1:
-        raise VaelabError(f"--iw-samples must be a positive integer, got {k}")
-    config = config or TrainConfig()
-    model.eval()
-    dev = next(model.parameters()).device
-    rows = ROWS_PER_CHUNK.get(dev.type, ROWS_PER_CHUNK["cpu"])
-    sample_chunk = min(k, sample_chunk or max(1, rows // batch_size))
-    out: dict[str, list[Tensor]] = {n: [] for n in ("nll_iwae", "recon", "kl", "kl_per_dim", "mu")}
-    starts = range(0, len(x), batch_size)
-    for start in tqdm(
-        starts, desc=f"K={k}", unit="batch", disable=None if progress else True, leave=False
-    ):
-        xb = x[start : start + batch_size].to(dev).flatten(1)  # (B, D)
-        mu, logvar = model.encode(xb)  # (B, d) each
-        B, D = xb.shape
-        lse, rec = [], torch.zeros(B, dtype=torch.float64, device=dev)
-        targets = xb.expand(sample_chunk, B, D).reshape(sample_chunk * B, D)  # once per batch
-        for s0 in range(0, k, sample_chunk):
-            S = min(sample_chunk, k - s0)
-            eps = torch.randn((S, *mu.shape), generator=generator, device=dev)
-            z = reparameterize(mu, logvar, eps)  # (S, B, d)
-            logits = model.decode_logits(z.reshape(S * B, -1))  # (S*B, D)
-            log_px = -neg_log_likelihood(model, logits, targets[: S * B], config).view(S, B)
-            log_w = importance_log_weights(log_px, z, mu, logvar)  # (S, B)
-            lse.append(torch.logsumexp(log_w.double(), dim=0))
-            rec -= log_px.double().sum(0)
-        log_px_hat = torch.logsumexp(torch.stack(lse), dim=0) - math.log(k)  # (B,)
-        kl_dims = gaussian_kl_per_dim(mu, logvar).double()
-        _release_freed_memory()
-        for name, value in (
-            ("nll_iwae", -log_px_hat),
-            ("recon", rec / k),
-            ("kl", kl_dims.sum(1)),
-            ("kl_per_dim", kl_dims),
-            ("mu", mu.double()),
-        ):
-            out[name].append(value.cpu())
-    return {name: torch.cat(parts) for name, parts in out.items()}
-
-
-@torch.no_grad()
-def autoencoder_terms(
-    model: nn.Module, x: Tensor, config: TrainConfig | None = None, batch_size: int = 1000
-) -> dict[str, Tensor]:
-    """Per-image reconstruction loss and codes of a deterministic autoencoder."""
-    config = config or TrainConfig()
-    model.eval()
-    dev = next(model.parameters()).device
-    recs, codes = [], []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(dev).flatten(1)
-        code, _ = model.encode(xb)
-        recs.append(neg_log_likelihood(model, model.decode_logits(code), xb, config).double().cpu())
-        codes.append(code.double().cpu())
-    return {"recon": torch.cat(recs), "mu": torch.cat(codes)}
-
-
-# ----------------------------------------------------------------------- sample scores
-@torch.no_grad()
-def prior_samples(
-    model: nn.Module, n: int, latent_dim: int, seed: int = 0, batch_size: int = 1000
-) -> Tensor:
-    """``n`` decoded prior samples z ~ N(0, I): pixel means (n, D) on the CPU."""
-    model.eval()
-    dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    parts = []
-    for start in range(0, n, batch_size):
-        z = torch.randn(min(batch_size, n - start), latent_dim, generator=g)
-        parts.append(model.decode(z.to(dev)).float().cpu())
-    return torch.cat(parts)
 
 
 # ----------------------------------------------------------------------- a whole run
-def likelihood_name(config: TrainConfig) -> str:
-    """The run's p(x|z): --likelihood, else the lecture's --recon (bce = bernoulli)."""
-    if config.likelihood is not None:
-        return config.likelihood
-    return "bernoulli" if config.recon == "bce" else "mse"
-
-
 def _data_note(binary: bool, likelihood: str, stochastic: bool) -> str:
     """What the numbers mean: a true NLL, or a bound on something that is not one."""
     if not stochastic:
@@ -200,20 +67,6 @@ def _data_note(binary: bool, likelihood: str, stochastic: bool) -> str:
     )
 
 
-def evaluation_data(
-    run: Run, binarize: str | None = None, data: Dataset | None = None
-) -> tuple[Dataset, Dataset]:
-    """(raw, scored): the run's dataset as loaded (full, grey) and as scored (the run's
-    --limit and binarisation, or ``binarize`` instead), checked against its checksum."""
-    cfg = run.config
-    raw = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
-    recorded = run.meta.get("data", {}).get("sha256")
-    if recorded and recorded != raw.sha256:
-        raise VaelabError(f"the data for {run.path} has changed since training (checksum differs)")
-    mode = binarize or cfg.binarize
-    return raw, binarize_dataset(raw.limited(cfg.limit), mode, cfg.seed)
-
-
 def split_images(data: Dataset, split: str, mode: str) -> Tensor:
     """The images scored for ``split``; a dynamically binarised training set is
     binarised once with the fixed test seed so that the score is reproducible
@@ -240,9 +93,8 @@ def check_arguments(
 
 
 def likelihood_fields(
-    model: nn.Module,
+    model: LatentModel,
     x: Tensor,
-    config: TrainConfig,
     k: int,
     batch_size: int,
     seed: int,
@@ -251,9 +103,9 @@ def likelihood_fields(
     """The eval.json fields about the data's likelihood: bounds, KL, active units.
 
     A plain autoencoder has no q(z|x): its bounds and KL are None."""
-    if getattr(model, "stochastic", True):
+    if model.stochastic:
         g = torch.Generator(next(model.parameters()).device).manual_seed(seed)
-        t = iwae_estimate(model, x, k, config, batch_size, generator=g, progress=progress)
+        t = iwae_estimate(model, x, k, batch_size, generator=g, progress=progress)
         neg_elbo = t["recon"] + t["kl"]
         fields = {
             "neg_elbo": float(neg_elbo.mean()),
@@ -265,7 +117,7 @@ def likelihood_fields(
             "kl_per_dim": [round(float(v), 6) for v in t["kl_per_dim"].mean(0)],
         }
     else:
-        t = autoencoder_terms(model, x, config)
+        t = autoencoder_terms(model, x)
         fields = dict.fromkeys(
             ("neg_elbo", "neg_elbo_se", "recon", "kl", "nll_iwae", "nll_iwae_se", "kl_per_dim")
         )
@@ -302,20 +154,23 @@ def evaluate_run(
     ``n_images`` scores only the first N images of the split (all of them when None or
     more than there are): a quick estimate, e.g. in a notebook."""
     from vaelab import __version__
-    from vaelab.training.loop import select_device
+    from vaelab.data.datasets import load_dataset
+    from vaelab.training.step import select_device
 
     check_arguments(iw_samples, batch_size, n_samples, binarize, split)
     if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
         raise VaelabError(f"n_images must be a positive integer or None, got {n_images!r}")
     run = run if isinstance(run, Run) else load_run(run)
     t0 = time.perf_counter()
-    raw, scored = evaluation_data(run, binarize, data)
+    cfg = run.config
+    raw = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
+    scored = run.dataset(data=raw, binarize=binarize)
     mode = binarize or run.config.binarize
     x = split_images(scored, split, mode)[:n_images]
     binary = bool(((x == 0) | (x == 1)).all())
     model = run.model.to(select_device(device))
-    stochastic = getattr(model, "stochastic", True)
-    likelihood = likelihood_name(run.config)
+    stochastic = model.stochastic
+    likelihood = cfg.likelihood
     result: dict[str, Any] = {
         "run": str(run.path),
         "epoch": run.epoch,
@@ -329,7 +184,7 @@ def evaluate_run(
         "iw_samples": iw_samples if stochastic else None,
     }
     result.update(
-        likelihood_fields(model, x, run.config, iw_samples, batch_size, seed, progress),
+        likelihood_fields(model, x, iw_samples, batch_size, seed, progress),
         seconds_likelihood=round(time.perf_counter() - t0, 2),
         sample_scores=None,
     )
@@ -349,12 +204,12 @@ def evaluate_run(
     )
     model.cpu()
     if write:
-        atomic_write_json(run.path / "eval.json", result)
+        atomic_write_json(run.paths.eval, result)
     return result
 
 
 def score_prior_samples(
-    model: nn.Module,
+    model: LatentModel,
     raw: Dataset,
     run: Run,
     n_samples: int,
@@ -364,9 +219,10 @@ def score_prior_samples(
     """Sample scores of ``model`` with the cached (or freshly trained) classifier of
     ``raw``, against its grey test images."""
     from vaelab.evaluation.classifier import get_classifier, sample_scores
+    from vaelab.viz.analysis import prior_samples
 
     classifier, info = get_classifier(raw, log=log)
-    samples = prior_samples(model, n_samples, run.config.latent_dim, seed)
+    samples = torch.from_numpy(prior_samples(model, n_samples, seed))
     out = sample_scores(classifier, samples, raw.x_test)
     out["classifier"] = info
     return out

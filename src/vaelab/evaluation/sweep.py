@@ -48,9 +48,12 @@ def _finished(root: Path, config: TrainConfig) -> bool:
     paths = RunPaths(root)
     if not paths.config.is_file():
         return False
-    saved = json.loads(paths.config.read_text()).get("config", {})
+    try:  # through TrainConfig, so settings an older version saved compare as today's
+        saved = TrainConfig.from_dict(json.loads(paths.config.read_text())["config"])
+    except (ValueError, KeyError, TypeError, VaelabError):
+        return False
     done = [r["epoch"] for r in read_metrics(paths.metrics)]
-    return saved == config.to_dict() and bool(done) and max(done) >= config.epochs
+    return saved == config and bool(done) and max(done) >= config.epochs
 
 
 def sweep(

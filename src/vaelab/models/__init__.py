@@ -1,16 +1,13 @@
 """Model registry: one name -> (config dataclass, model class, one-line summary).
 
-Adding a model adds one file and one line here; the trainer never changes. Every model
-has ``encode(x) -> (mu, logvar)`` (``logvar`` is None for deterministic autoencoders),
-``decode_logits(z) -> (B, D)``, ``decode(z) -> pixel means in [0, 1]`` and
-``forward(x) -> (x_hat, mu, logvar)``, with D the flattened input size. A model whose
-config has ``learn_sigma=True`` also holds ``log_sigma``, the learned scale of a Gaussian
-decoder (``--likelihood gaussian --gaussian-sigma learned``); otherwise it is None.
-
-``decode`` returns the mean E[x|z] of the run's p(x|z), ``vaelab.losses.decoder_mean``
-of the logits for the model's ``likelihood`` attribute (the run's ``--likelihood``, set
-by ``build_model`` from its ``likelihood`` value; None, the default, is the lecture's
-sigmoid). It is not a weight and not in the checkpoint's model settings.
+Adding a model adds one file and one line here. Every model subclasses
+``vaelab.models.base.LatentModel``: it defines ``encode(x) -> (mu, logvar)`` (``logvar``
+is None for a plain autoencoder) and ``decode_logits(z) -> (B, D)``, and inherits (or
+overrides) the prior, the posterior's log-density, the KL, the importance weights, the
+likelihood and ``decode``, which the trainer, the bounds, the evaluation, the figures and
+the explorer call. A model whose config has ``learn_sigma=True`` also holds ``log_sigma``,
+the learned scale of a Gaussian decoder (``--likelihood gaussian --gaussian-sigma
+learned``).
 """
 
 from __future__ import annotations
@@ -19,9 +16,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
 from vaelab.models.ae import AE
+from vaelab.models.base import LatentModel, LogWeights
 from vaelab.models.conv_ae import ConvAE
 from vaelab.models.conv_vae import ConvConfig, ConvVAE
 from vaelab.models.vae import VAE, MLPConfig
@@ -30,7 +26,7 @@ from vaelab.models.vae import VAE, MLPConfig
 @dataclass(frozen=True)
 class ModelEntry:
     config_cls: type
-    model_cls: type[nn.Module]
+    model_cls: type[LatentModel]
     summary: str
 
 
@@ -51,11 +47,21 @@ def model_config(name: str, **values: Any) -> Any:
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def build_model(name: str, **values: Any) -> nn.Module:
-    """Instantiate the registered model ``name`` from config values; a ``likelihood``
-    value (the run's ``--likelihood``) sets what ``decode`` returns the mean of."""
+def build_model(
+    name: str,
+    likelihood: str = "bernoulli",
+    gaussian_sigma: float | str | None = None,
+    **values: Any,
+) -> LatentModel:
+    """Instantiate the registered model ``name`` from config values (unknown keys
+    ignored), with the run's p(x|z): ``likelihood`` (bernoulli, continuous-bernoulli,
+    gaussian or mse; ``TrainConfig.likelihood``) and a Gaussian's fixed ``gaussian_sigma``
+    or "learned" (which also sets the model config's ``learn_sigma``)."""
+    if gaussian_sigma == "learned":
+        values["learn_sigma"] = True
     model = MODELS[name].model_cls(model_config(name, **values))
-    model.likelihood = values.get("likelihood")
+    model.likelihood = likelihood or "bernoulli"
+    model.gaussian_sigma = gaussian_sigma
     return model
 
 
@@ -66,6 +72,8 @@ __all__ = [
     "ConvAE",
     "ConvConfig",
     "ConvVAE",
+    "LatentModel",
+    "LogWeights",
     "MLPConfig",
     "build_model",
     "model_config",

@@ -8,13 +8,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vaelab.losses import decoder_mean
+from vaelab.models.base import LatentModel
 from vaelab.models.vae import MLPConfig
 
 
-class AE(nn.Module):
+class AE(LatentModel):
     stochastic = False
-    likelihood: str | None = None  # p(x|z): what decode's mean is (see build_model)
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
@@ -29,16 +28,6 @@ class AE(nn.Module):
         """x: (B, *input_shape) or (B, D) -> (code (B, d), None): no variance."""
         return self.encoder(x.flatten(1)), None
 
-    def reparameterize(self, mu: Tensor, logvar: None) -> Tensor:
-        return mu
-
     def decode_logits(self, z: Tensor) -> Tensor:
+        """z: (B, d) -> logits (B, D)."""
         return self.decoder(z)
-
-    def decode(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> pixel means in [0, 1], (B, D): E[x|z] under ``self.likelihood``."""
-        return decoder_mean(self.decode_logits(z), self.likelihood)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, None]:
-        z, _ = self.encode(x)
-        return self.decode(z), z, None

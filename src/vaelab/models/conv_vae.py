@@ -23,8 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.errors import VaelabError
-from vaelab.losses import decoder_mean, reparameterize
-from vaelab.models.vae import LOGVAR_MAX, LOGVAR_MIN
+from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
 
 
 @dataclass
@@ -118,10 +117,7 @@ class ConvDecoder(nn.Module):
         return self.net(z)
 
 
-class ConvVAE(nn.Module):
-    stochastic = True
-    likelihood: str | None = None  # p(x|z): what decode's mean is (see build_model)
-
+class ConvVAE(LatentModel):
     def __init__(self, config: ConvConfig) -> None:
         super().__init__()
         self.config = config
@@ -136,19 +132,6 @@ class ConvVAE(nn.Module):
         mu, logvar = stats[:, 0, :], stats[:, 1, :]
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """A sample z ~ q(z|x) while training; the mean mu in eval mode."""
-        return reparameterize(mu, logvar) if self.training else mu
-
     def decode_logits(self, z: Tensor) -> Tensor:
         """z: (B, d) -> logits (B, D), D = C*H*W."""
         return self.decoder(z)
-
-    def decode(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> pixel means in [0, 1], (B, D): E[x|z] under ``self.likelihood``."""
-        return decoder_mean(self.decode_logits(z), self.likelihood)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x -> (x_hat (B, D), mu (B, d), logvar (B, d))."""
-        mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar)), mu, logvar

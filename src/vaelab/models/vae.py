@@ -15,10 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaelab.losses import decoder_mean, reparameterize
-
-# exp(LOGVAR_MAX) = 4.9e8 and exp(LOGVAR_MIN) = 9e-14 stay finite in float32 and bfloat16.
-LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
 
 
 @dataclass
@@ -36,9 +33,9 @@ class MLPConfig:
         return math.prod(self.input_shape)
 
 
-class VAE(nn.Module):
-    stochastic = True
-    likelihood: str | None = None  # p(x|z): what decode's mean is (see build_model)
+class VAE(LatentModel):
+    """The lecture's MLP VAE; the N(0, I) prior, sampling and the bounds come from
+    ``LatentModel``."""
 
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
@@ -55,19 +52,6 @@ class VAE(nn.Module):
         mu, logvar = stats[:, 0, :], stats[:, 1, :]
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def reparameterize(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """A sample z ~ q(z|x) while training; the mean mu in eval mode (lecture 3)."""
-        return reparameterize(mu, logvar) if self.training else mu
-
     def decode_logits(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> Bernoulli logits (B, D)."""
+        """z: (B, d) -> logits (B, D)."""
         return self.decoder(z)
-
-    def decode(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> pixel means in [0, 1], (B, D): E[x|z] under ``self.likelihood``."""
-        return decoder_mean(self.decode_logits(z), self.likelihood)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x -> (x_hat (B, D), mu (B, d), logvar (B, d))."""
-        mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar)), mu, logvar

@@ -14,26 +14,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vaelab.config import TrainConfig
 from vaelab.data.datasets import Dataset
 from vaelab.errors import DivergenceError
 from vaelab.losses import decoder_mean
-from vaelab.objectives import elbo_terms
-from vaelab.run import N_SHOWN, RunPaths, append_metrics, write_latents
+from vaelab.models import LatentModel
+from vaelab.objectives import negative_elbo
+from vaelab.run import N_SHOWN, RunPaths
 from vaelab.training.checkpoint import save_checkpoint
+from vaelab.training.run_dir import append_metrics, write_latents
 
 EVAL_BATCH = 1000
 
 
 @torch.no_grad()
 def evaluate_loss(
-    model: nn.Module, x: Tensor, config: TrainConfig, keep_latents: bool = False
+    model: LatentModel, x: Tensor, config: TrainConfig, keep_latents: bool = False
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Per-sample test loss, recon and KL with z = mu; optionally the means, log-variances
-    and the reconstructions (the decoder's means, ``decoder_mean``) of the first N_SHOWN
-    images."""
+    """Per-sample test loss, recon and KL with z = mu (weight beta); optionally the means,
+    log-variances (-inf for a plain autoencoder) and the reconstructions (the decoder's
+    means) of the first N_SHOWN images."""
     model.eval()
     sums = torch.zeros(3, device=x.device, dtype=torch.float64)
     mus, logvars = [], []
@@ -42,7 +44,7 @@ def evaluate_loss(
         xb = x[start : start + EVAL_BATCH]
         mu, logvar = model.encode(xb)
         logits = model.decode_logits(mu)
-        terms = elbo_terms(model, logits, xb, mu, logvar, config, config.beta)
+        terms = negative_elbo(model, xb, mu, (mu, logvar), logits, config.beta)
         sums += torch.stack([t.sum() for t in terms]).double()
         if keep_latents:
             mus.append(mu.float().cpu())
@@ -50,7 +52,7 @@ def evaluate_loss(
                 (logvar if logvar is not None else torch.full_like(mu, -np.inf)).float().cpu()
             )
             if shown is None:
-                shown = decoder_mean(logits[:N_SHOWN], config.likelihood).float().cpu().numpy()
+                shown = decoder_mean(logits[:N_SHOWN], model.likelihood).float().cpu().numpy()
     loss, rec, kl = (sums / len(x)).tolist()
     latents = {}
     if keep_latents:
@@ -62,7 +64,15 @@ def evaluate_loss(
     return {"test_loss": loss, "test_recon": rec, "test_kl": kl}, latents
 
 
-def end_of_epoch(model, x_test, data, config, paths, epoch, row) -> None:
+def end_of_epoch(
+    model: LatentModel,
+    x_test: Tensor,
+    data: Dataset,
+    config: TrainConfig,
+    paths: RunPaths,
+    epoch: int,
+    row: dict[str, Any],
+) -> None:
     """Evaluate, cache latents/weights/figures for cached epochs, append the metrics row."""
     t0 = time.perf_counter()
     cache = epoch in config.cached_epochs()
@@ -92,10 +102,7 @@ def _reconstruction_figure(
     from vaelab.viz import plots
 
     plots.plot_rows(
-        [
-            latents["inputs"] if "inputs" in latents else data.x_test[:N_SHOWN].numpy(),
-            latents["recon"],
-        ],
+        [latents["inputs"], latents["recon"]],
         ["input", f"epoch {epoch}"],
         data.input_shape,
         f"Test images and their reconstructions, epoch {epoch}",

@@ -24,10 +24,10 @@ from statistics import NormalDist
 
 import numpy as np
 import torch
-from torch import nn
 
 from vaelab.errors import VaelabError
 from vaelab.losses import gaussian_kl_per_dim
+from vaelab.models import LatentModel
 
 EMBED_METHODS = ("tsne", "pca")
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -35,29 +35,36 @@ TSNE_SEED = 0
 TSNE_PERPLEXITY = 30.0
 
 
-def is_stochastic(model: nn.Module) -> bool:
-    """True for a VAE (a posterior with a variance), False for a plain autoencoder."""
-    return bool(getattr(model, "stochastic", True))
-
-
 # ----------------------------------------------------------------------------- generation
 
 
 @torch.no_grad()
 def prior_samples(
-    model: nn.Module, n: int = 64, seed: int = 0, temperature: float = 1.0
+    model: LatentModel,
+    n: int = 64,
+    seed: int = 0,
+    temperature: float = 1.0,
+    batch_size: int = 1000,
 ) -> np.ndarray:
-    """Decode z = T * eps, eps ~ N(0, I): (n, D) pixel means (lecture section 6.2)."""
+    """Decode n latents from the model's prior, z ~ p(z) (scaled by ``temperature``;
+    N(0, T^2 I) for the lecture's VAE): (n, D) pixel means on the CPU (lecture section
+    6.2). Drawn in batches from one generator seeded with ``seed``."""
     if n <= 0:
         raise VaelabError(f"--n must be a positive integer, got {n}")
     if not math.isfinite(temperature) or temperature <= 0:
         raise VaelabError(f"--temperature must be a positive number, got {temperature}")
-    eps = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return model.decode(temperature * eps).float().numpy()  # (n, D)
+    model.eval()
+    dev = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    for start in range(0, n, batch_size):
+        z = model.sample_prior(min(batch_size, n - start), generator, temperature)
+        parts.append(model.decode(z.to(dev)).float().cpu())
+    return torch.cat(parts).numpy()  # (n, D)
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+def reconstruct(model: LatentModel, x: torch.Tensor) -> np.ndarray:
     """Decode the posterior means of ``x``: (N, D), the model's eval mode."""
     mu, _ = model.encode(x)
     return model.decode(mu).float().numpy()
@@ -113,7 +120,7 @@ def latent_path(za: np.ndarray, zb: np.ndarray, steps: int, mode: str = "linear"
 
 @torch.no_grad()
 def interpolate(
-    model: nn.Module, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10, mode: str = "linear"
+    model: LatentModel, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10, mode: str = "linear"
 ) -> dict[str, np.ndarray]:
     """The lecture's interpolation (section 6.3) between two inputs.
 
@@ -309,7 +316,7 @@ def grid_values(grid: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
 
 @torch.no_grad()
 def manifold(
-    model: nn.Module,
+    model: LatentModel,
     dims: list[int],
     grid: int = 20,
     centre: np.ndarray | None = None,

@@ -12,10 +12,8 @@ import numpy as np
 
 from vaelab.errors import VaelabError
 from vaelab.fileio import make_writable_dir
-from vaelab.run import Run
+from vaelab.run import N_SHOWN, Run
 from vaelab.viz import analysis, plots
-
-N_CACHED_SHOWN = 16  # reconstructions kept in every latents/epoch-NNN.npz
 
 
 def output_dir(run: Run, out: Path | str | None) -> Path:
@@ -39,7 +37,7 @@ def class_names(run: Run) -> tuple[str, ...]:
 
 
 def model_kind(run: Run) -> str:
-    return "VAE" if analysis.is_stochastic(run.model) else "plain AE"
+    return "VAE" if run.model.stochastic else "plain AE"
 
 
 def epochs_or_cached(run: Run, epochs: Sequence[int] | None) -> list[int]:
@@ -87,7 +85,7 @@ def make_reconstructions(
         raise VaelabError(f"--n must be a positive integer, got {n}")
     epochs = epochs_or_cached(run, epochs)
     rows, labels = [], []
-    if n <= N_CACHED_SHOWN:
+    if n <= N_SHOWN:  # the reconstructions every latents/epoch-NNN.npz keeps
         for epoch in epochs:
             lat = run.latents(epoch)
             if not rows:
@@ -204,7 +202,7 @@ def make_bubbles(
     if len(dims) < 2:
         raise VaelabError(f"{run.path} has a 1-D latent; bubbles need two dimensions")
     panels = [(f"epoch {e}", analysis.bubbles(run.latents(e), dims, n)) for e in epochs]
-    stochastic = analysis.is_stochastic(run.model)
+    stochastic = run.model.stochastic
     what_drawn = "posteriors, mu ± sigma" if stochastic else "codes (no sigma: points, not bubbles)"
     title = f"{model_kind(run)} {what_drawn} per test image{_dims_note(run, dims, what)}"
     kwargs = dict(stochastic=stochastic, class_names=class_names(run))
@@ -228,7 +226,7 @@ def make_manifold(run: Run, grid: int = 20, out: Path | str | None = None) -> Pa
         dims, what = analysis.top_dims(lat)
     centre = scale = None
     where = "cells at the 5%..95% quantiles of N(0, 1)"
-    if not analysis.is_stochastic(run.model) and lat is not None:
+    if not run.model.stochastic and lat is not None:
         centre, scale = lat["mu"].mean(0), lat["mu"].std(0)
         where = "cells at the codes' mean + N(0, 1) quantiles × their std (an AE has no prior)"
     grid_data = analysis.manifold(run.model, dims, grid, centre, scale)

@@ -151,7 +151,7 @@ def _report_figures(run: Run, method: str, n_embed: int, log: Callable[[str], No
     fig, cached, d = figures.output_dir(run, None), run.cached_epochs(), run.model.latent_dim
     data = run.dataset() if cached else None
     n = min(n_embed, _n_test(run)) if cached else 0
-    stochastic = analysis.is_stochastic(run.model)
+    stochastic = run.model.stochastic
     plan = [
         ("losses", "Losses", True, lambda: figures.make_losses(run, fig)),
         (

@@ -1,0 +1,154 @@
+"""The model interface: the parts each model owns, and the defaults most models share.
+
+The bounds (``vaelab.objectives``), the evaluation, the figures, the trainer's test loss
+and the explorer call only these methods, so a new prior, a second stochastic layer or a
+label input is a model file and a registry line, not an edit across the library (the
+shape of Tomczak & Welling's VampPrior code, where each model owns ``log_p_z``).
+
+A model maps x (B, *input_shape) to a latent z (B, d) and back. It must define
+
+    encode(x) -> (mu, logvar)       q(z|x) = N(mu, diag(exp(logvar))); logvar is None for a
+                                    plain autoencoder (a point, no posterior)
+    decode_logits(z) -> (B, D)      the decoder's raw output, D = prod(input_shape)
+
+and inherits, for a diagonal-Gaussian posterior and the prior p(z) = N(0, I):
+
+    sample_prior(n)                 z ~ p(z), (n, d)
+    log_prior(z), log_posterior(z, mu, logvar)      log p(z), log q(z|x), summed over d
+    kl(mu, logvar), kl_per_dim      KL(q(z|x) || p(z)) per example, and per dimension
+    log_weights(x, posterior, S)    the S importance samples' log p(x|z), log p(z), log q(z|x)
+    neg_log_likelihood(logits, x)   -log p(x|z) under the run's likelihood
+    decode(z)                       E[x|z], the image shown
+
+A model whose prior is not N(0, I) overrides ``sample_prior``, ``log_prior`` and ``kl``
+(e.g. with the sampled log q(z|x) - log p(z) where no closed form exists); one with more
+stochastic layers overrides ``log_weights`` and ``kl`` and exposes its top latent through
+``encode`` for the figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vaelab.losses import (
+    decoder_mean,
+    gaussian_kl_per_dim,
+    likelihood_nll,
+    log_normal_diag,
+    log_standard_normal,
+    reparameterize,
+)
+
+# exp(LOGVAR_MAX) = 4.9e8 and exp(LOGVAR_MIN) = 9e-14 stay finite in float32 and bfloat16.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+LOG_SIGMA_MIN = math.log(1e-3)  # a learned Gaussian scale stops here, not at 0 (-log p = -inf)
+
+
+class LogWeights(NamedTuple):
+    """The parts of S importance weights per example, each (S, B):
+    log w = log p(x|z) + log p(z) - log q(z|x), z ~ q(z|x)."""
+
+    log_px_given_z: Tensor
+    log_pz: Tensor
+    log_qz: Tensor
+
+
+class LatentModel(nn.Module):
+    """Base class of every registered model (see the module docstring)."""
+
+    stochastic = True  # False: a plain autoencoder, with no posterior variance and no KL
+    latent_dim: int
+    # p(x|z), set by build_model from the run's config: bernoulli | continuous-bernoulli |
+    # gaussian | mse; not a weight and not in the checkpoint's model settings.
+    likelihood: str = "bernoulli"
+    gaussian_sigma: float | str | None = None  # gaussian: a fixed sigma or "learned"
+    log_sigma: nn.Parameter | None  # the learned Gaussian scale (None unless learn_sigma)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the prior p(z)
+    def sample_prior(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """n latents z = T * eps, eps ~ N(0, I): (n, d) on the CPU (T = ``temperature``)."""
+        return temperature * torch.randn(n, self.latent_dim, generator=generator)
+
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) = log N(z; 0, I), summed over the last dimension."""
+        return log_standard_normal(z)
+
+    # ------------------------------------------------------------- the posterior q(z|x)
+    def reparameterize(self, mu: Tensor, logvar: Tensor | None) -> Tensor:
+        """A sample z ~ q(z|x) while training; the mean mu in eval mode (lecture 3) and
+        always for a plain autoencoder."""
+        if logvar is None or not self.training:
+            return mu
+        return reparameterize(mu, logvar)
+
+    def log_posterior(self, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        """log q(z|x) = log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
+        return log_normal_diag(z, mu, logvar)
+
+    def kl(self, mu: Tensor, logvar: Tensor | None, z: Tensor | None = None) -> Tensor:
+        """KL(q(z|x) || p(z)) per example, (B,): closed form for N(0, I); 0 for a plain
+        autoencoder. ``z``, the sample the decoder saw, is for priors without a closed
+        form, which estimate log q(z|x) - log p(z) there."""
+        if logvar is None:
+            return torch.zeros(mu.shape[0], dtype=mu.dtype, device=mu.device)
+        return self.kl_per_dim(mu, logvar).sum(dim=-1)
+
+    def kl_per_dim(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """The KL's term of each latent dimension, (B, d): closed form against N(0, I)."""
+        return gaussian_kl_per_dim(mu, logvar)
+
+    def log_weights(
+        self,
+        x: Tensor,
+        posterior: tuple[Tensor, Tensor],
+        samples: int,
+        generator: torch.Generator | None = None,
+    ) -> LogWeights:
+        """S = ``samples`` draws z_s ~ q(z|x) for each row of ``x`` (B, ...), given its
+        ``posterior`` = ``encode(x)``, and the parts of their log importance weights."""
+        mu, logvar = posterior  # (B, d) each
+        eps = torch.randn(
+            (samples, *mu.shape), dtype=mu.dtype, device=mu.device, generator=generator
+        )
+        z = reparameterize(mu, logvar, eps)  # (S, B, d)
+        logits = self.decode_logits(z.flatten(0, 1))  # (S * B, D)
+        targets = x.flatten(1).repeat(samples, 1)  # (S * B, D)
+        log_px = -self.neg_log_likelihood(logits, targets).view(samples, -1)
+        return LogWeights(log_px, self.log_prior(z), self.log_posterior(z, mu, logvar))
+
+    # ----------------------------------------------------------------- the decoder p(x|z)
+    def neg_log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:
+        """-log p(x|z) per example, logits (N, D), x (N, D) -> (N,), under ``likelihood``:
+        ``vaelab.losses.likelihood_nll`` with the fixed or learned Gaussian scale."""
+        return likelihood_nll(logits, x, self.likelihood, self.decoder_log_sigma())
+
+    def decoder_log_sigma(self) -> Tensor | float:
+        """log sigma of a Gaussian p(x|z): the learned scale (floored at 1e-3) or the fixed
+        one; 0 (unused) for the other likelihoods."""
+        learned = getattr(self, "log_sigma", None)
+        if learned is not None:
+            return learned.clamp(min=LOG_SIGMA_MIN)
+        if isinstance(self.gaussian_sigma, (int, float)):
+            return math.log(self.gaussian_sigma)
+        return 0.0
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z: (B, d) -> the mean E[x|z] of p(x|z), (B, D): what is shown as the image."""
+        return decoder_mean(self.decode_logits(z), self.likelihood)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """x -> (x_hat (B, D), mu (B, d), logvar (B, d) or None)."""
+        mu, logvar = self.encode(x)
+        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
