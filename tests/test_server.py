@@ -31,8 +31,9 @@ from vaelab.errors import VaelabError  # noqa: E402
 from vaelab.run import load_run  # noqa: E402
 from vaelab.server.app import MAX_BATCH, create_app  # noqa: E402
 from vaelab.server.explorer import Explorer, pca_2d  # noqa: E402
-from vaelab.server.images import to_pixels  # noqa: E402
+from vaelab.server.images import png_urls  # noqa: E402
 from vaelab.server.launch import check_host, check_serve_extra, is_loopback  # noqa: E402
+from vaelab.viz import plots  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2")
 
@@ -418,11 +419,23 @@ def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(explorers):
 
 
 # ---------------------------------------------------------------------------- images, CLI
-def test_to_pixels_handles_grey_colour_and_flat_inputs():
-    assert to_pixels(np.ones((2, 784)), (1, 28, 28)).shape == (2, 28, 28)
-    assert to_pixels(np.ones((2, 3 * 16)), (3, 4, 4)).shape == (2, 4, 4, 3)
-    flat = to_pixels(np.full((1, 10), np.nan), (10,))
-    assert flat.shape == (1, 4, 4) and flat.dtype == np.uint8 and flat.max() == 0
+def decoded_png(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+@pytest.mark.parametrize(
+    "shape,size,mode",
+    [((1, 28, 28), (28, 28), "L"), ((3, 4, 5), (5, 4), "RGB"), ((4, 4, 5), (5, 4), "RGB"),
+     ((2, 4, 5), (5, 4), "L"), ((4, 5), (5, 4), "L"), ((10,), (4, 4), "L")],
+)  # fmt: skip
+def test_pngs_are_the_figures_images(shape, size, mode):
+    flat = np.random.default_rng(0).uniform(-0.2, 1.2, (3, int(np.prod(shape))))
+    flat[0, 0] = np.nan
+    urls = png_urls(flat, shape)
+    assert len(urls) == 3 and all(png_size(u) == (size, mode) for u in urls)
+    expected = (plots.to_images(flat, shape) * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(np.stack([decoded_png(u) for u in urls]), expected)
+    assert decoded_png(urls[0]).flat[0] == 0  # NaN is drawn black
 
 
 @pytest.mark.parametrize("host,loop", [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True), ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("example.org", False)])  # fmt: skip
