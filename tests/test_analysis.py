@@ -56,6 +56,10 @@ def test_interpolate_decodes_the_means_and_blends_pixels():
     np.testing.assert_allclose(out["latent"][0], [1.0, 0.0])
     np.testing.assert_allclose(out["latent"][-1], [0.0, 1.0])
     np.testing.assert_allclose(out["pixel"][1], [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(out["z"], out["latent"])  # the path, before decoding
+    np.testing.assert_allclose(out["t"], [0.0, 0.5, 1.0])
+    slerp = analysis.interpolate(Identity(), xa, xb, steps=3, mode="slerp")
+    np.testing.assert_allclose(slerp["z"][1], [0.5**0.5, 0.5**0.5])
 
 
 def test_labels_pick_test_images_and_unknown_labels_fail():

@@ -297,10 +297,26 @@ def test_interpolate_array_format_blends_pixels_linearly(c2, mnist):
     np.testing.assert_allclose(middle, expected, atol=1e-4)
 
 
+def test_interpolate_defaults_to_linear_and_follows_slerp_on_request(c5, explorers):
+    mu = explorers[5].encode(np.array([3, 8]))[0]
+    linear = c5.post("/api/interpolate", json={"a": 3, "b": 8, "steps": 5}).json()
+    assert linear["mode"] == "linear"
+    np.testing.assert_allclose(linear["z"], analysis.latent_path(mu[0], mu[1], 5), atol=1e-6)
+    slerp = c5.post("/api/interpolate", json={"a": 3, "b": 8, "steps": 5, "mode": "slerp"}).json()
+    assert slerp["mode"] == "slerp" and slerp["t"] == linear["t"]
+    expected = analysis.latent_path(mu[0], mu[1], 5, "slerp")
+    np.testing.assert_allclose(slerp["z"], expected, atol=1e-6)
+    assert not np.allclose(slerp["z"][2], linear["z"][2], atol=1e-3)  # a different path
+    assert slerp["latent"]["images"][2] != linear["latent"]["images"][2]
+    assert slerp["pixel"] == linear["pixel"]  # the pixel blend has no mode
+
+
 @pytest.mark.parametrize(
     "body",
     [{"a": 0, "b": 1, "steps": 1}, {"a": 0, "b": 1, "steps": 65}, {"a": 0, "b": 10_000},
-     {"a": -1, "b": 1}, {"a": 0}, {"a": "0", "b": 1}, {"a": 0, "b": 1, "steps": 2.5}],
+     {"a": -1, "b": 1}, {"a": 0}, {"a": "0", "b": 1}, {"a": 0, "b": 1, "steps": 2.5},
+     {"a": 0, "b": 1, "mode": "cubic"}, {"a": 0, "b": 1, "mode": None},
+     {"a": 0, "b": 1, "mode": "Slerp"}],
 )  # fmt: skip
 def test_interpolate_rejects_bad_input(c2, body):
     assert_4xx(c2.post("/api/interpolate", json=body))
@@ -331,7 +347,11 @@ def body_for(path: str):
         ),
         "/api/encode": st.fixed_dictionaries({"indices": st.lists(index, max_size=5)}),
         "/api/interpolate": st.fixed_dictionaries(
-            {"a": index, "b": index}, optional={"steps": st.integers(-3, 70) | st.floats()}
+            {"a": index, "b": index},
+            optional={
+                "steps": st.integers(-3, 70) | st.floats(),
+                "mode": st.sampled_from(["linear", "slerp", "cubic", ""]),
+            },
         ),
     }[path]
     return shaped | json_values()
@@ -416,6 +436,8 @@ def test_openapi_documents_the_limits(c2):
     assert {"/api/decode", "/api/encode", "/api/encode/{index}", "/api/interpolate", "/api/map"} <= set(spec["paths"])  # fmt: skip
     z = spec["components"]["schemas"]["DecodeRequest"]["properties"]["z"]
     assert z["maxItems"] == MAX_BATCH and z["items"]["minItems"] == z["items"]["maxItems"] == 2
+    mode = spec["components"]["schemas"]["InterpolateRequest"]["properties"]["mode"]
+    assert mode["enum"] == list(analysis.INTERPOLATION_MODES) and mode["default"] == "linear"
 
 
 def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(explorers):

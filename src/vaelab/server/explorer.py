@@ -2,10 +2,10 @@
 test images, interpolate between two of them, and the 2-D map of the test set.
 
 Everything deterministic uses the posterior means (style.md, point 6). The maths lives in
-:mod:`vaelab.viz.analysis` (PCA, the embedding cache), so the explorer and the report
-draw the same picture for the same points. The model is loaded once and used read-only,
-under ``torch.no_grad`` and a lock, so requests served from several threads never
-interleave inside PyTorch.
+:mod:`vaelab.viz.analysis` (interpolation paths, PCA, the embedding cache), so the explorer
+and the report draw the same picture for the same points. The model is loaded once and
+used read-only, under ``torch.no_grad`` and a lock, so requests served from several
+threads never interleave inside PyTorch.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Explorer:
         """z: (B, d) -> pixel means in [0, 1], (B, D) float32."""
         with self._lock, torch.no_grad():
             x = self.model.decode(torch.as_tensor(z, dtype=torch.float32))
-        return np.nan_to_num(x.numpy(), nan=0.0).clip(0.0, 1.0)
+        return _in_unit_range(x.numpy())
 
     def encode(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Test images at ``indices`` -> mu (B, d) and logvar (B, d), None for an AE."""
@@ -83,20 +83,23 @@ class Explorer:
 
     def reconstruct(self, indices: np.ndarray) -> np.ndarray:
         """Test images at ``indices`` decoded from their means, (B, D)."""
-        return self.decode(self.encode(indices)[0])
+        x = self.x_test[torch.as_tensor(indices, dtype=torch.long)]
+        with self._lock:
+            return _in_unit_range(analysis.reconstruct(self.model, x))
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         """Test images at ``indices``, flat (B, D)."""
         return self.x_test[torch.as_tensor(indices, dtype=torch.long)].flatten(1).numpy()
 
-    def interpolate(self, a: int, b: int, steps: int) -> dict[str, np.ndarray]:
-        """The lecture's interpolation: decode (1 - t) mu_a + t mu_b for ``steps`` values
-        of t in [0, 1]; beside it the pixel-space blend (1 - t) x_a + t x_b."""
-        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]  # (S, 1)
-        mu = self.encode(np.array([a, b]))[0]  # (2, d)
-        z = (1 - t) * mu[0] + t * mu[1]  # (S, d)
-        x = self.images(np.array([a, b]))  # (2, D)
-        return {"t": t[:, 0], "z": z, "latent": self.decode(z), "pixel": (1 - t) * x[0] + t * x[1]}
+    def interpolate(
+        self, a: int, b: int, steps: int, mode: str = "linear"
+    ) -> dict[str, np.ndarray]:
+        """The lecture's interpolation (:func:`vaelab.viz.analysis.interpolate`): ``t``
+        (S,), the path ``z`` (S, d) from mu_a to mu_b (``mode`` linear or slerp), ``latent``
+        (S, D) that path decoded, and ``pixel`` (S, D) the blend (1 - t) x_a + t x_b."""
+        with self._lock:
+            path = analysis.interpolate(self.model, self.x_test[a], self.x_test[b], steps, mode)
+        return dict(path, latent=_in_unit_range(path["latent"]))
 
     # ------------------------------------------------------------------ the map
     def _test_latents(self) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -187,6 +190,11 @@ class Explorer:
             "has_report": (run.path / "report.html").is_file(),
             "versions": {k: v for k, v in run.meta.items() if k.endswith("version")},
         }
+
+
+def _in_unit_range(x: np.ndarray) -> np.ndarray:
+    """Decoded pixel means as the page shows them: NaN -> 0, clipped to [0, 1]."""
+    return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0).clip(0.0, 1.0)
 
 
 EVALUATION_KEYS = {

@@ -117,14 +117,16 @@ def interpolate(
 ) -> dict[str, np.ndarray]:
     """The lecture's interpolation (section 6.3) between two inputs.
 
-    Returns ``latent`` (steps, D): the decoded path between the two posterior means, and
-    ``pixel`` (steps, D): the same endpoints blended in pixel space, for contrast."""
+    Returns ``latent`` (steps, D): the decoded path between the two posterior means,
+    ``pixel`` (steps, D): the same endpoints blended in pixel space, for contrast, ``z``
+    (steps, d): the latent path itself, and ``t`` (steps,)."""
     mu, _ = model.encode(torch.stack([xa, xb]))
     z = latent_path(mu[0].numpy(), mu[1].numpy(), steps, mode)  # (steps, d)
     decoded = model.decode(torch.as_tensor(z, dtype=torch.float32)).float().numpy()
     t = path_weights(steps)[:, None]
     a, b = xa.flatten().numpy(), xb.flatten().numpy()
-    return {"latent": decoded, "pixel": ((1 - t) * a + t * b).astype(np.float32), "t": t[:, 0]}
+    pixel = ((1 - t) * a + t * b).astype(np.float32)
+    return {"latent": decoded, "pixel": pixel, "t": t[:, 0], "z": z}
 
 
 def pick_by_label(labels: np.ndarray, digits: tuple[int, int]) -> tuple[int, int]:
