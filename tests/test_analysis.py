@@ -56,6 +56,10 @@ def test_interpolate_decodes_the_means_and_blends_pixels():
     np.testing.assert_allclose(out["latent"][0], [1.0, 0.0])
     np.testing.assert_allclose(out["latent"][-1], [0.0, 1.0])
     np.testing.assert_allclose(out["pixel"][1], [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(out["z"], out["latent"])  # the path, before decoding
+    np.testing.assert_allclose(out["t"], [0.0, 0.5, 1.0])
+    slerp = analysis.interpolate(Identity(), xa, xb, steps=3, mode="slerp")
+    np.testing.assert_allclose(slerp["z"][1], [0.5**0.5, 0.5**0.5])
 
 
 def test_labels_pick_test_images_and_unknown_labels_fail():
@@ -75,6 +79,21 @@ def test_pca_is_deterministic_and_finds_the_main_axis():
     assert xy.shape == (200, 2) and xy.dtype == np.float32
     np.testing.assert_array_equal(xy, analysis.pca_2d(x))
     assert np.corrcoef(xy[:, 0], x[:, 0])[0, 1] > 0.99
+
+
+def test_pca_explained_fraction_and_signs():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 4)) * [3.0, 2.0, 1.0, 1.0]
+    xy, explained = analysis.pca_2d_explained(x)
+    np.testing.assert_array_equal(xy, analysis.pca_2d(x))
+    var = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    assert explained == pytest.approx(var[:2].sum() / var.sum())
+    assert analysis.pca_2d_explained(np.ones((5, 3)))[1] == 1.0  # no variance at all
+    # the sign convention: a point far along the largest loading lands on the + side
+    axis = np.zeros((1, 4))
+    axis[0, 0] = 20.0
+    assert analysis.pca_2d(np.vstack([x, axis]))[-1, 0] > 0
+    assert analysis.pca_2d(np.vstack([-x, axis]))[-1, 0] > 0
 
 
 def test_tsne_and_unknown_method():
@@ -103,6 +122,49 @@ def test_embedding_cache_format_and_reuse(tmp_path):
     assert len(analysis.cached_embedding(tmp_path, 5, latents, "pca", n=50)["xy"]) == 50
     with pytest.raises(VaelabError, match="--n 51 is more than the 50 cached test points"):
         analysis.cached_embedding(tmp_path, 5, latents, "pca", n=51)
+
+
+def write_embedding(path, n=6, **override):
+    arrays = {"xy": np.zeros((n, 2)), "labels": np.arange(n), "indices": np.arange(n)}
+    np.savez(path, **{**arrays, **override})
+    return path
+
+
+def test_read_embedding_checks_the_file(tmp_path):
+    good = analysis.read_embedding(write_embedding(tmp_path / "good.npz"), n_test=6)
+    assert good["xy"].dtype == np.float32 and good["xy"].shape == (6, 2)
+    assert good["labels"].dtype == good["indices"].dtype == np.int64
+    assert analysis.read_embedding(tmp_path / "good.npz", n_test=5) is None  # index 5 too big
+    assert analysis.read_embedding(tmp_path / "missing.npz") is None
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    assert analysis.read_embedding(tmp_path / "junk.npz") is None
+    damaged = {
+        "3 columns": {"xy": np.zeros((6, 3))},
+        "a flat xy": {"xy": np.zeros(12)},
+        "a scalar xy": {"xy": np.float64(1.0)},
+        "no points": {"xy": np.zeros((0, 2)), "labels": [], "indices": []},
+        "NaN": {"xy": np.full((6, 2), np.nan)},
+        "short labels": {"labels": np.arange(5)},
+        "2-D indices": {"indices": np.zeros((6, 1))},
+        "a negative index": {"indices": np.arange(6) - 1},
+        "text indices": {"indices": np.array(list("abcdef"))},
+        "pickled objects": {"labels": np.array([object()] * 6)},
+    }
+    for name, override in damaged.items():
+        path = write_embedding(tmp_path / f"{name}.npz", **override)
+        assert analysis.read_embedding(path) is None, name
+    np.savez(tmp_path / "keys.npz", xy=np.zeros((6, 2)), labels=np.arange(6))
+    assert analysis.read_embedding(tmp_path / "keys.npz") is None
+
+
+def test_a_damaged_embedding_cache_is_recomputed(tmp_path):
+    latents = {"mu": np.random.default_rng(4).normal(size=(20, 3)), "labels": np.arange(20) % 4}
+    path = analysis.embedding_file(tmp_path, 2, "pca")
+    path.parent.mkdir()
+    write_embedding(path, n=10, xy=np.full((10, 2), np.inf))  # the right indices, bad xy
+    out = analysis.cached_embedding(tmp_path, 2, latents, "pca", n=10)
+    np.testing.assert_array_equal(out["xy"], analysis.pca_2d(latents["mu"][:10]))
+    np.testing.assert_array_equal(analysis.read_embedding(path)["xy"], out["xy"])
 
 
 def test_kl_per_dim_sums_to_the_kl_and_ranks_dimensions():

@@ -103,10 +103,27 @@ def test_losses_and_kl_per_dim(tmp_path):
     assert size(kl)[0] > 500
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (50,)])
-def test_to_images_handles_grey_colour_and_flat(shape):
-    images = plots.to_images(RNG.random((4, int(np.prod(shape)))), shape)
-    assert images.shape[0] == 4 and images.ndim in (3, 4)
+@pytest.mark.parametrize(
+    "shape,out",
+    [((1, 8, 8), (8, 8)), ((3, 8, 6), (8, 6, 3)), ((4, 8, 6), (8, 6, 3)), ((2, 8, 6), (8, 6)),
+     ((8, 6), (8, 6)), ((50,), (8, 8)), ((2, 3, 4, 5), (11, 11))],
+)  # fmt: skip
+def test_to_images_handles_grey_colour_and_flat(shape, out):
+    flat = RNG.random((4, int(np.prod(shape))))
+    images = plots.to_images(flat, shape)
+    assert images.shape == (4, *out) and images.dtype == np.float32
+    x = flat.reshape(4, *shape)
+    if len(shape) == 3 and shape[0] >= 3:  # colour from the first three channels (RGB, RGBA)
+        np.testing.assert_allclose(images, x[:, :3].transpose(0, 2, 3, 1), rtol=1e-6)
+    elif len(shape) == 3:  # one or two channels: the first in grey
+        np.testing.assert_allclose(images, x[:, 0], rtol=1e-6)
+    else:  # (H, W) as it is; flat rows padded with zeros to a square
+        np.testing.assert_allclose(images.reshape(4, -1)[:, : flat.shape[1]], flat, rtol=1e-6)
+
+
+def test_to_images_clips_to_the_unit_range_and_draws_nan_black():
+    images = plots.to_images(np.array([[np.nan, -0.5, 0.25, 1.5]]), (1, 2, 2))
+    np.testing.assert_array_equal(images, [[[0.0, 0.0], [0.25, 1.0]]])
 
 
 # ------------------------------------------------- matplotlib: a library, not a backend

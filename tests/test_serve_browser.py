@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -214,6 +215,22 @@ def test_d2_map_click_slider_interpolation(browser, runs):
             page.locator("#step").fill("5")
             p.wait_src_change("#big-latent", big)
             assert page.locator("#strip-latent img.current").count() == 1
+
+            # the path selector: linear by default; slerp redraws the strip at once
+            assert page.input_value("#interp-mode") == "linear"
+            assert "linear path" in page.inner_text("#interp-ends")
+            linear = page.evaluate("state.interp.z")
+            page.select_option("#interp-mode", "slerp")
+            page.wait_for_function(
+                "() => document.getElementById('interp-ends').textContent.includes('slerp')"
+            )
+            slerp = httpx.post(
+                f"{url}/api/interpolate", json={"a": 3, "b": 7, "steps": 6, "mode": "slerp"}
+            ).json()
+            shown = np.array(page.evaluate("state.interp.z"))
+            np.testing.assert_allclose(shown, slerp["z"], atol=1e-9)
+            assert not np.allclose(shown, linear, atol=1e-3)
+            assert page.locator("#strip-latent img").count() == 6
             p.shot("explorer-d2-1280x800-full", full_page=True)
 
             assert p.errors == [], p.errors

@@ -30,9 +30,10 @@ from vaelab.config import TrainConfig  # noqa: E402
 from vaelab.errors import VaelabError  # noqa: E402
 from vaelab.run import load_run  # noqa: E402
 from vaelab.server.app import MAX_BATCH, create_app  # noqa: E402
-from vaelab.server.explorer import Explorer, pca_2d  # noqa: E402
-from vaelab.server.images import to_pixels  # noqa: E402
+from vaelab.server.explorer import Explorer  # noqa: E402
+from vaelab.server.images import png_urls  # noqa: E402
 from vaelab.server.launch import check_host, check_serve_extra, is_loopback  # noqa: E402
+from vaelab.viz import analysis, plots  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2")
 
@@ -110,8 +111,16 @@ def test_map_for_d5_is_a_pca_computed_by_the_server(c5, explorers):
     m = c5.get("/api/map").json()
     assert m["source"] == "pca-server" and m["sigma_x"] is None
     assert "PCA" in m["note"] and "no cached embedding" in m["note"]
-    xy, _ = pca_2d(explorers[5].run.latents(1)["mu"].astype(np.float64))
-    np.testing.assert_allclose(np.abs(m["x"]), np.abs(xy[:, 0]), atol=1e-3)
+    _, explained = analysis.pca_2d_explained(explorers[5].run.latents(1)["mu"])
+    assert f"explain {explained:.0%} of the variance" in m["note"]
+
+
+def test_the_server_pca_map_is_the_reports_pca_picture(explorers):
+    """Same means, same picture: no mirror image between the page and the report."""
+    mu = explorers[5].run.latents(1)["mu"]
+    xy = explorers[5].map_points().xy
+    np.testing.assert_array_equal(xy, analysis.pca_2d(mu))  # signs included
+    np.testing.assert_array_equal(xy, analysis.embed_2d(mu, "pca"))  # what figures draw
 
 
 def test_map_uses_the_cached_embedding_when_there_is_one(runs, mnist, tmp_path):
@@ -288,10 +297,26 @@ def test_interpolate_array_format_blends_pixels_linearly(c2, mnist):
     np.testing.assert_allclose(middle, expected, atol=1e-4)
 
 
+def test_interpolate_defaults_to_linear_and_follows_slerp_on_request(c5, explorers):
+    mu = explorers[5].encode(np.array([3, 8]))[0]
+    linear = c5.post("/api/interpolate", json={"a": 3, "b": 8, "steps": 5}).json()
+    assert linear["mode"] == "linear"
+    np.testing.assert_allclose(linear["z"], analysis.latent_path(mu[0], mu[1], 5), atol=1e-6)
+    slerp = c5.post("/api/interpolate", json={"a": 3, "b": 8, "steps": 5, "mode": "slerp"}).json()
+    assert slerp["mode"] == "slerp" and slerp["t"] == linear["t"]
+    expected = analysis.latent_path(mu[0], mu[1], 5, "slerp")
+    np.testing.assert_allclose(slerp["z"], expected, atol=1e-6)
+    assert not np.allclose(slerp["z"][2], linear["z"][2], atol=1e-3)  # a different path
+    assert slerp["latent"]["images"][2] != linear["latent"]["images"][2]
+    assert slerp["pixel"] == linear["pixel"]  # the pixel blend has no mode
+
+
 @pytest.mark.parametrize(
     "body",
     [{"a": 0, "b": 1, "steps": 1}, {"a": 0, "b": 1, "steps": 65}, {"a": 0, "b": 10_000},
-     {"a": -1, "b": 1}, {"a": 0}, {"a": "0", "b": 1}, {"a": 0, "b": 1, "steps": 2.5}],
+     {"a": -1, "b": 1}, {"a": 0}, {"a": "0", "b": 1}, {"a": 0, "b": 1, "steps": 2.5},
+     {"a": 0, "b": 1, "mode": "cubic"}, {"a": 0, "b": 1, "mode": None},
+     {"a": 0, "b": 1, "mode": "Slerp"}],
 )  # fmt: skip
 def test_interpolate_rejects_bad_input(c2, body):
     assert_4xx(c2.post("/api/interpolate", json=body))
@@ -322,7 +347,11 @@ def body_for(path: str):
         ),
         "/api/encode": st.fixed_dictionaries({"indices": st.lists(index, max_size=5)}),
         "/api/interpolate": st.fixed_dictionaries(
-            {"a": index, "b": index}, optional={"steps": st.integers(-3, 70) | st.floats()}
+            {"a": index, "b": index},
+            optional={
+                "steps": st.integers(-3, 70) | st.floats(),
+                "mode": st.sampled_from(["linear", "slerp", "cubic", ""]),
+            },
         ),
     }[path]
     return shaped | json_values()
@@ -407,6 +436,8 @@ def test_openapi_documents_the_limits(c2):
     assert {"/api/decode", "/api/encode", "/api/encode/{index}", "/api/interpolate", "/api/map"} <= set(spec["paths"])  # fmt: skip
     z = spec["components"]["schemas"]["DecodeRequest"]["properties"]["z"]
     assert z["maxItems"] == MAX_BATCH and z["items"]["minItems"] == z["items"]["maxItems"] == 2
+    mode = spec["components"]["schemas"]["InterpolateRequest"]["properties"]["mode"]
+    assert mode["enum"] == list(analysis.INTERPOLATION_MODES) and mode["default"] == "linear"
 
 
 def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(explorers):
@@ -418,11 +449,23 @@ def test_unknown_hosts_are_refused_when_trusted_hosts_are_set(explorers):
 
 
 # ---------------------------------------------------------------------------- images, CLI
-def test_to_pixels_handles_grey_colour_and_flat_inputs():
-    assert to_pixels(np.ones((2, 784)), (1, 28, 28)).shape == (2, 28, 28)
-    assert to_pixels(np.ones((2, 3 * 16)), (3, 4, 4)).shape == (2, 4, 4, 3)
-    flat = to_pixels(np.full((1, 10), np.nan), (10,))
-    assert flat.shape == (1, 4, 4) and flat.dtype == np.uint8 and flat.max() == 0
+def decoded_png(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+@pytest.mark.parametrize(
+    "shape,size,mode",
+    [((1, 28, 28), (28, 28), "L"), ((3, 4, 5), (5, 4), "RGB"), ((4, 4, 5), (5, 4), "RGB"),
+     ((2, 4, 5), (5, 4), "L"), ((4, 5), (5, 4), "L"), ((10,), (4, 4), "L")],
+)  # fmt: skip
+def test_pngs_are_the_figures_images(shape, size, mode):
+    flat = np.random.default_rng(0).uniform(-0.2, 1.2, (3, int(np.prod(shape))))
+    flat[0, 0] = np.nan
+    urls = png_urls(flat, shape)
+    assert len(urls) == 3 and all(png_size(u) == (size, mode) for u in urls)
+    expected = (plots.to_images(flat, shape) * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(np.stack([decoded_png(u) for u in urls]), expected)
+    assert decoded_png(urls[0]).flat[0] == 0  # NaN is drawn black
 
 
 @pytest.mark.parametrize("host,loop", [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True), ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("example.org", False)])  # fmt: skip

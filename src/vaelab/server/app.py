@@ -9,7 +9,8 @@ Routes (the OpenAPI spec is at /openapi.json):
     POST /api/decode          {"z": [[...d numbers], ...], "format": "png" | "array"}
     GET  /api/encode/{index}  one test image: mu, logvar, label, image and reconstruction
     POST /api/encode          {"indices": [...]} the same for up to 1024 images
-    POST /api/interpolate     {"a": i, "b": j, "steps": 10} latent path and pixel blend
+    POST /api/interpolate     {"a": i, "b": j, "steps": 10, "mode": "linear" | "slerp"}
+                              latent path between the means and pixel blend
 
 Images travel as PNG ``data:`` URLs at their true size (``"format": "array"`` gives the
 raw pixel means in [0, 1] instead, flat, in the run's input layout). Every input is
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vaelab.run import Run
 from vaelab.server.explorer import Explorer
 from vaelab.server.images import png_urls
+from vaelab.viz.analysis import INTERPOLATION_MODES
 
 MAX_BATCH = 1024  # vectors per decode, indices per encode
 MAX_STEPS = 64  # interpolation steps
@@ -67,6 +69,7 @@ REPORT_HEADERS = {
 
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-Z_LIMIT, le=Z_LIMIT)]
 ImageFormat = Literal["png", "array"]
+InterpolationMode = Literal[INTERPOLATION_MODES]  # "linear", "slerp": analysis's list
 
 
 # ---------------------------------------------------------------------------- responses
@@ -93,7 +96,8 @@ class EncodedBatch(BaseModel):
 
 class Interpolation(BaseModel):
     t: list[float]
-    z: list[list[float]] = Field(description="(steps, d) latent path (1 - t) mu_a + t mu_b")
+    mode: str = Field(description="linear: (1 - t) mu_a + t mu_b; slerp: the great circle")
+    z: list[list[float]] = Field(description="(steps, d) latent path from mu_a to mu_b")
     latent: Images = Field(description="the latent path decoded")
     pixel: Images = Field(description="(1 - t) x_a + t x_b, blended in pixel space")
     labels: list[int] = Field(description="labels of a and b")
@@ -190,6 +194,7 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
         a: Index
         b: Index
         steps: int = Field(10, strict=True, ge=2, le=MAX_STEPS)
+        mode: InterpolationMode = "linear"
         format: ImageFormat = "png"
 
     def images(flat: np.ndarray, fmt: str) -> dict[str, Any]:
@@ -273,9 +278,10 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
         summary="Interpolate between two test images",
     )
     def interpolate(req: InterpolateRequest) -> dict[str, Any]:
-        path = ex.interpolate(req.a, req.b, req.steps)
+        path = ex.interpolate(req.a, req.b, req.steps, req.mode)
         return {
             "t": path["t"].tolist(),
+            "mode": req.mode,
             "z": path["z"].tolist(),
             "latent": images(path["latent"], req.format),
             "pixel": images(path["pixel"], req.format),

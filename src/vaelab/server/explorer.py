@@ -1,9 +1,11 @@
 """What the explorer computes, apart from any web framework: decode latent vectors, encode
 test images, interpolate between two of them, and the 2-D map of the test set.
 
-Everything deterministic uses the posterior means (style.md, point 6). The model is loaded
-once and used read-only, under ``torch.no_grad`` and a lock, so requests served from
-several threads never interleave inside PyTorch.
+Everything deterministic uses the posterior means (style.md, point 6). The maths lives in
+:mod:`vaelab.viz.analysis` (interpolation paths, PCA, the embedding cache), so the explorer
+and the report draw the same picture for the same points. The model is loaded once and
+used read-only, under ``torch.no_grad`` and a lock, so requests served from several
+threads never interleave inside PyTorch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from vaelab.run import Run
+from vaelab.viz import analysis
 
 ENCODE_BATCH = 1000
 METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
@@ -38,39 +41,6 @@ class MapPoints:
     note: str
 
 
-def pca_2d(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Project rows of ``x`` (n, d) on their first two principal axes; also the fraction
-    of the variance those two axes explain."""
-    centred = x - x.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    var = s**2
-    explained = float(var[:2].sum() / var.sum()) if var.sum() > 0 else 1.0
-    return centred @ vt[:2].T, explained
-
-
-def read_embedding(path: Path, n_test: int) -> dict[str, np.ndarray] | None:
-    """A cached embedding (``xy``, ``labels``, ``indices``) if the file is sound, else None."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            xy = np.asarray(npz["xy"], dtype=np.float64)
-            indices = np.asarray(npz["indices"]).astype(np.int64)
-            labels = np.asarray(npz["labels"]).astype(np.int64)
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
-    n = len(xy)
-    ok = (
-        xy.ndim == 2
-        and xy.shape[1] == 2
-        and n > 0
-        and indices.shape == (n,)
-        and labels.shape == (n,)
-        and bool(np.isfinite(xy).all())
-        and int(indices.min()) >= 0
-        and int(indices.max()) < n_test
-    )
-    return {"xy": xy, "indices": indices, "labels": labels} if ok else None
-
-
 class Explorer:
     """A trained run ready to be explored: its model, its test images, its map."""
 
@@ -81,7 +51,7 @@ class Explorer:
         self.classes = tuple(str(c) for c in classes)
         self.model = run.model.eval().requires_grad_(False)
         self.latent_dim = int(run.model.latent_dim)
-        self.stochastic = bool(getattr(run.model, "stochastic", True))
+        self.stochastic = analysis.is_stochastic(run.model)
         self.input_shape = tuple(int(s) for s in x_test.shape[1:])
         self.x_test = x_test.float()  # (N, *input_shape), as the encoder expects it
         self.y_test = y_test.long()
@@ -102,7 +72,7 @@ class Explorer:
         """z: (B, d) -> pixel means in [0, 1], (B, D) float32."""
         with self._lock, torch.no_grad():
             x = self.model.decode(torch.as_tensor(z, dtype=torch.float32))
-        return np.nan_to_num(x.numpy(), nan=0.0).clip(0.0, 1.0)
+        return _in_unit_range(x.numpy())
 
     def encode(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Test images at ``indices`` -> mu (B, d) and logvar (B, d), None for an AE."""
@@ -113,20 +83,23 @@ class Explorer:
 
     def reconstruct(self, indices: np.ndarray) -> np.ndarray:
         """Test images at ``indices`` decoded from their means, (B, D)."""
-        return self.decode(self.encode(indices)[0])
+        x = self.x_test[torch.as_tensor(indices, dtype=torch.long)]
+        with self._lock:
+            return _in_unit_range(analysis.reconstruct(self.model, x))
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         """Test images at ``indices``, flat (B, D)."""
         return self.x_test[torch.as_tensor(indices, dtype=torch.long)].flatten(1).numpy()
 
-    def interpolate(self, a: int, b: int, steps: int) -> dict[str, np.ndarray]:
-        """The lecture's interpolation: decode (1 - t) mu_a + t mu_b for ``steps`` values
-        of t in [0, 1]; beside it the pixel-space blend (1 - t) x_a + t x_b."""
-        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]  # (S, 1)
-        mu = self.encode(np.array([a, b]))[0]  # (2, d)
-        z = (1 - t) * mu[0] + t * mu[1]  # (S, d)
-        x = self.images(np.array([a, b]))  # (2, D)
-        return {"t": t[:, 0], "z": z, "latent": self.decode(z), "pixel": (1 - t) * x[0] + t * x[1]}
+    def interpolate(
+        self, a: int, b: int, steps: int, mode: str = "linear"
+    ) -> dict[str, np.ndarray]:
+        """The lecture's interpolation (:func:`vaelab.viz.analysis.interpolate`): ``t``
+        (S,), the path ``z`` (S, d) from mu_a to mu_b (``mode`` linear or slerp), ``latent``
+        (S, D) that path decoded, and ``pixel`` (S, D) the blend (1 - t) x_a + t x_b."""
+        with self._lock:
+            path = analysis.interpolate(self.model, self.x_test[a], self.x_test[b], steps, mode)
+        return dict(path, latent=_in_unit_range(path["latent"]))
 
     # ------------------------------------------------------------------ the map
     def _test_latents(self) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -158,11 +131,10 @@ class Explorer:
         epoch, d = self.run.epoch, self.latent_dim
         labels = self.y_test.numpy()
         everyone = np.arange(self.n_test)
-        folder = self.run.path / "embeddings"
         if d > 2:
             for method in ("tsne", "pca"):
-                path = folder / f"epoch-{epoch:03d}-{method}.npz"
-                emb = read_embedding(path, self.n_test) if path.is_file() else None
+                path = analysis.embedding_file(self.run.path, epoch, method)
+                emb = analysis.read_embedding(path, self.n_test)
                 if emb is not None:
                     note = (
                         f"{METHOD_NAMES[method]} of the test means at epoch {epoch} "
@@ -173,7 +145,7 @@ class Explorer:
                     )
         mu, logvar, origin = self._test_latents()
         if d > 2:
-            xy, explained = pca_2d(mu)
+            xy, explained = analysis.pca_2d_explained(mu)
             note = (
                 f"PCA of the test means at epoch {epoch}, computed by the server (no cached "
                 f"embedding found); the 2 axes explain {explained:.0%} of the variance"
@@ -218,6 +190,11 @@ class Explorer:
             "has_report": (run.path / "report.html").is_file(),
             "versions": {k: v for k, v in run.meta.items() if k.endswith("version")},
         }
+
+
+def _in_unit_range(x: np.ndarray) -> np.ndarray:
+    """Decoded pixel means as the page shows them: NaN -> 0, clipped to [0, 1]."""
+    return np.nan_to_num(np.asarray(x, dtype=np.float32), nan=0.0).clip(0.0, 1.0)
 
 
 EVALUATION_KEYS = {

@@ -124,14 +124,16 @@ def interpolate(
 ) -> dict[str, np.ndarray]:
     """The lecture's interpolation (section 6.3) between two inputs.
 
-    Returns ``latent`` (steps, D): the decoded path between the two posterior means, and
-    ``pixel`` (steps, D): the same endpoints blended in pixel space, for contrast."""
+    Returns ``latent`` (steps, D): the decoded path between the two posterior means,
+    ``pixel`` (steps, D): the same endpoints blended in pixel space, for contrast, ``z``
+    (steps, d): the latent path itself, and ``t`` (steps,)."""
     mu, _ = model.encode(torch.stack([xa, xb]))
     z = latent_path(mu[0].numpy(), mu[1].numpy(), steps, mode)  # (steps, d)
     decoded = model.decode(torch.as_tensor(z, dtype=torch.float32)).float().numpy()
     t = path_weights(steps)[:, None]
     a, b = xa.flatten().numpy(), xb.flatten().numpy()
-    return {"latent": decoded, "pixel": ((1 - t) * a + t * b).astype(np.float32), "t": t[:, 0]}
+    pixel = ((1 - t) * a + t * b).astype(np.float32)
+    return {"latent": decoded, "pixel": pixel, "t": t[:, 0], "z": z}
 
 
 def pick_by_label(labels: np.ndarray, digits: tuple[int, int]) -> tuple[int, int]:
@@ -182,15 +184,29 @@ def check_index(i: int, n: int, flag: str) -> int:
 def pca_2d(x: np.ndarray) -> np.ndarray:
     """The first two principal components of ``x`` (n, d) -> (n, 2), signs fixed so
     that the largest loading of each component is positive (deterministic)."""
+    return pca_2d_explained(x)[0]
+
+
+def pca_2d_explained(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """:func:`pca_2d` of ``x`` and the fraction of its variance the two axes explain
+    (1.0 when ``x`` has no variance at all).
+
+    Examples:
+        >>> xy, explained = pca_2d_explained(np.array([[0.0, 0, 0], [2, 0, 0], [0, 1, 0]]))
+        >>> xy.shape, round(explained, 6)  # three points always lie in a plane
+        ((3, 2), 1.0)
+    """
     x = np.asarray(x, np.float64)
     centred = x - x.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
     vt = vt[:2]
     signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
     xy = centred @ (vt * signs[:, None]).T
     if xy.shape[1] < 2:  # a 1-D latent: pad with zeros
         xy = np.hstack([xy, np.zeros((len(xy), 2 - xy.shape[1]))])
-    return xy.astype(np.float32)
+    var = s**2
+    explained = float(var[:2].sum() / var.sum()) if var.sum() > 0 else 1.0
+    return xy.astype(np.float32), explained
 
 
 def tsne_2d(x: np.ndarray, seed: int = TSNE_SEED) -> np.ndarray:
@@ -228,6 +244,31 @@ def embedding_file(root: Path, epoch: int, method: str) -> Path:
     return Path(root) / "embeddings" / f"epoch-{epoch:03d}-{method}.npz"
 
 
+def read_embedding(path: Path, n_test: int | None = None) -> dict[str, np.ndarray] | None:
+    """A cached embedding (format in the module docstring) as ``xy`` float32 (n, 2),
+    ``labels`` and ``indices`` int64 (n,); None when the file is missing or damaged: not
+    an npz, a key missing, shapes that disagree, no points, a non-finite coordinate, or an
+    index outside 0..``n_test`` - 1 (when ``n_test`` is given)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            xy = np.asarray(npz["xy"], dtype=np.float32)
+            labels = np.asarray(npz["labels"]).astype(np.int64)
+            indices = np.asarray(npz["indices"]).astype(np.int64)
+    except (OSError, KeyError, ValueError, TypeError, EOFError):
+        return None
+    n = len(xy) if xy.ndim else 0
+    sound = (
+        xy.ndim == 2
+        and xy.shape[1] == 2
+        and n > 0
+        and labels.shape == indices.shape == (n,)
+        and bool(np.isfinite(xy).all())
+        and int(indices.min()) >= 0
+        and (n_test is None or int(indices.max()) < n_test)
+    )
+    return {"xy": xy, "labels": labels, "indices": indices} if sound else None
+
+
 def cached_embedding(
     root: Path, epoch: int, latents: dict[str, np.ndarray], method: str = "tsne", n: int = 1000
 ) -> dict[str, np.ndarray]:
@@ -241,14 +282,9 @@ def cached_embedding(
         raise VaelabError(f"--n {n} is more than the {total} cached test points; use --n {total}")
     indices = np.arange(n, dtype=np.int64)
     path = embedding_file(root, epoch, method)
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                cached = {k: npz[k] for k in ("xy", "labels", "indices")}
-            if np.array_equal(cached["indices"], indices):
-                return cached
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache file is recomputed
+    cached = read_embedding(path)  # None when missing or damaged: recomputed
+    if cached is not None and np.array_equal(cached["indices"], indices):
+        return cached
     out = {
         "xy": embed_2d(latents["mu"][:n], method),
         "labels": np.asarray(latents["labels"][:n], dtype=np.int64),

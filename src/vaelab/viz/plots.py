@@ -20,18 +20,33 @@ from matplotlib.figure import Figure
 
 
 def to_images(flat: np.ndarray, input_shape: Sequence[int]) -> np.ndarray:
-    """(N, D) or (N, C, H, W) values in [0, 1] -> (N, H, W) grey or (N, H, W, 3) colour.
+    """(N, D) rows in the layout ``input_shape`` -> float32 (N, H, W) grey or (N, H, W, 3)
+    colour, in [0, 1] (NaN drawn as 0). The one place pixels become pictures: the figures,
+    TensorBoard and the explorer's PNGs all go through it.
 
-    Flat feature vectors with no image shape are drawn as the nearest square."""
-    x = np.asarray(flat, dtype=np.float32).reshape(len(flat), *input_shape)
-    if x.ndim == 2:  # flat features: pad to a square
-        side = math.ceil(math.sqrt(x.shape[1]))
-        padded = np.zeros((len(x), side * side), dtype=np.float32)
-        padded[:, : x.shape[1]] = x
-        return padded.reshape(len(x), side, side)
-    if x.shape[1] == 1:
-        return x[:, 0]
-    return np.clip(x[:, :3].transpose(0, 2, 3, 1), 0, 1)
+    (C, H, W): 3 or more channels are drawn in colour from the first three (RGB, RGBA),
+    1 or 2 channels show the first in grey; (H, W) is grey; flat feature vectors (or any
+    other shape) are padded with zeros to the nearest square.
+
+    Examples:
+        >>> to_images(np.ones((2, 12)), (3, 2, 2)).shape  # colour
+        (2, 2, 2, 3)
+        >>> to_images(np.ones((2, 10)), (10,)).shape  # 10 features padded to 4 x 4
+        (2, 4, 4)
+    """
+    shape = tuple(int(s) for s in input_shape)
+    x = np.asarray(flat, dtype=np.float32)
+    x = np.nan_to_num(x, nan=0.0).clip(0.0, 1.0).reshape(len(x), -1)  # (N, D)
+    n = len(x)
+    if len(shape) == 3:
+        x = x.reshape(n, *shape)  # (N, C, H, W)
+        return x[:, :3].transpose(0, 2, 3, 1) if shape[0] >= 3 else x[:, 0]
+    if len(shape) == 2:
+        return x.reshape(n, *shape)  # (N, H, W)
+    side = max(1, math.ceil(math.sqrt(x.shape[1])))
+    padded = np.zeros((n, side * side), dtype=np.float32)
+    padded[:, : x.shape[1]] = x
+    return padded.reshape(n, side, side)
 
 
 def tile(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:

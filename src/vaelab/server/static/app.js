@@ -477,11 +477,12 @@ function buildLegend() {
 async function interpolate() {
   const a = Number($("idx-a").value), b = Number($("idx-b").value);
   const steps = Number($("steps").value);
+  const mode = $("interp-mode").value;
   try {
-    const out = await api("/api/interpolate", { a, b, steps });
+    const out = await api("/api/interpolate", { a, b, steps, mode });
     state.interp = { a, b, z: out.z, step: 0, latent: out.latent.images, pixel: out.pixel.images };
     $("interp-ends").textContent = `A = test image #${a} (label ${labelName(out.labels[0])})` +
-      ` \u2192 B = #${b} (label ${labelName(out.labels[1])}), ${steps} steps`;
+      ` \u2192 B = #${b} (label ${labelName(out.labels[1])}), ${steps} steps, ${out.mode} path`;
     fillStrip("strip-latent", out.latent.images, out.t);
     fillStrip("strip-pixel", out.pixel.images, out.t);
     const slider = $("step");
@@ -614,6 +615,7 @@ async function start() {
     setZ(Array.from({ length: d }, gaussian), "a sample from the prior N(0, I)");
   });
   $("interp-form").addEventListener("submit", (ev) => { ev.preventDefault(); interpolate(); });
+  $("interp-mode").addEventListener("change", () => { if ($("interp-form").reportValidity()) interpolate(); });
   $("step").addEventListener("input", () => showStep(Number($("step").value)));
 
   setMode("explore");
