@@ -51,7 +51,7 @@ class Explorer:
         self.classes = tuple(str(c) for c in classes)
         self.model = run.model.eval().requires_grad_(False)
         self.latent_dim = int(run.model.latent_dim)
-        self.stochastic = analysis.is_stochastic(run.model)
+        self.stochastic = run.model.stochastic
         self.input_shape = tuple(int(s) for s in x_test.shape[1:])
         self.x_test = x_test.float()  # (N, *input_shape), as the encoder expects it
         self.y_test = y_test.long()
