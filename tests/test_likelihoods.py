@@ -236,9 +236,9 @@ def test_likelihood_settings_are_validated():
     assert TrainConfig(likelihood="gaussian").gaussian_sigma == 1.0
     assert TrainConfig().gaussian_sigma is None and TrainConfig().likelihood is None
     for kw, match in [
-        ({"likelihood": "poisson"}, "unknown --likelihood"),
-        ({"likelihood": "gaussian", "recon": "mse"}, "either it or --likelihood"),
-        ({"gaussian_sigma": 2.0}, "--likelihood gaussian only"),
+        ({"likelihood": "poisson"}, "unknown likelihood 'poisson'"),
+        ({"likelihood": "gaussian", "recon": "mse"}, "either it or likelihood"),
+        ({"gaussian_sigma": 2.0}, "gaussian_sigma applies to likelihood gaussian only"),
         ({"likelihood": "gaussian", "gaussian_sigma": "tuned"}, "'learned'"),
         ({"likelihood": "gaussian", "gaussian_sigma": -1.0}, "positive"),
         ({"likelihood": "gaussian", "gaussian_sigma": float("nan")}, "positive"),

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError
 
 RECON_CHOICES = ("bce", "mse")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -20,6 +21,17 @@ BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise SettingError("unknown <name> <value>; choose one of ...") unless ``value`` is
+    one of ``choices``."""
+    if value not in choices:
+        raise SettingError(
+            "unknown {" + name + "} {value!r}; choose one of {choices}",
+            value=value,
+            choices=", ".join(choices),
+        )
 
 
 @dataclass
@@ -34,7 +46,7 @@ class TrainConfig:
         >>> TrainConfig(lr=float("nan"))
         Traceback (most recent call last):
         ...
-        vaelab.errors.VaelabError: --lr must be a positive finite number, got nan
+        vaelab.errors.SettingError: lr must be a positive finite number, got nan
     """
 
     dataset: str = "mnist"  # a known name or a path to IDX files / an .npz
@@ -76,51 +88,52 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise VaelabError naming the first invalid setting."""
-        positive = {
-            "latent-dim": self.latent_dim,
-            "hidden": self.hidden,
-            "batch-size": self.batch_size,
-        }
-        for name, value in positive.items():
+        """Raise SettingError naming the first invalid setting."""
+        for name in ("latent_dim", "hidden", "batch_size"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise VaelabError(f"--{name} must be a positive integer, got {value!r}")
+                raise SettingError(
+                    "{" + name + "} must be a positive integer, got {value!r}", value=value
+                )
         if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise VaelabError(f"--epochs must be 0 or more, got {self.epochs!r}")
+            raise SettingError("{epochs} must be 0 or more, got {value!r}", value=self.epochs)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit <= 0):
-            raise VaelabError(f"--limit must be a positive integer, got {self.limit!r}")
+            raise SettingError(
+                "{limit} must be a positive integer, got {value!r}", value=self.limit
+            )
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise VaelabError(f"--lr must be a positive finite number, got {self.lr!r}")
+            raise SettingError(
+                "{lr} must be a positive finite number, got {value!r}", value=self.lr
+            )
         if self.grad_clip is not None and not (
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
-            raise VaelabError(f"--grad-clip must be a positive number, got {self.grad_clip!r}")
+            raise SettingError(
+                "{grad_clip} must be a positive number, got {value!r}", value=self.grad_clip
+            )
         if self.keep_every is not None and (
             not isinstance(self.keep_every, int) or self.keep_every <= 0
         ):
-            raise VaelabError(f"--keep-every must be a positive integer, got {self.keep_every!r}")
+            raise SettingError(
+                "{keep_every} must be a positive integer, got {value!r}", value=self.keep_every
+            )
         if not math.isfinite(self.beta) or self.beta < 0:
-            raise VaelabError(f"--beta must be a finite number >= 0, got {self.beta!r}")
-        if self.recon not in RECON_CHOICES:
-            raise VaelabError(
-                f"unknown --recon {self.recon!r}; choose one of {', '.join(RECON_CHOICES)}"
+            raise SettingError(
+                "{beta} must be a finite number >= 0, got {value!r}", value=self.beta
             )
-        if self.binarize not in BINARIZE_CHOICES:
-            raise VaelabError(
-                f"unknown --binarize {self.binarize!r}; choose one of {', '.join(BINARIZE_CHOICES)}"
-            )
-        if self.device not in DEVICE_CHOICES:
-            raise VaelabError(
-                f"unknown --device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
-            )
-        if self.precision not in PRECISION_CHOICES:
-            raise VaelabError(
-                f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISION_CHOICES)}"
-            )
+        for name, choices in (
+            ("recon", RECON_CHOICES),
+            ("binarize", BINARIZE_CHOICES),
+            ("device", DEVICE_CHOICES),
+            ("precision", PRECISION_CHOICES),
+        ):
+            check_choice(name, getattr(self, name), choices)
         for e in self.embed_epochs or []:
             if not 0 <= e <= self.epochs:
-                raise VaelabError(
-                    f"--embed-epochs {e} is outside the epochs that run (0..{self.epochs})"
+                raise SettingError(
+                    "{embed_epochs} {value} is outside the epochs that run (0..{last})",
+                    value=e,
+                    last=self.epochs,
                 )
         self._validate_model_family()
 
@@ -129,48 +142,44 @@ class TrainConfig:
         from vaelab.losses import LIKELIHOODS  # late imports: models import this module
         from vaelab.models import MODELS
 
-        if self.model not in MODELS:
-            raise VaelabError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
+        check_choice("model", self.model, MODELS)
         if self.likelihood is not None:
-            if self.likelihood not in LIKELIHOODS:
-                raise VaelabError(
-                    f"unknown --likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
-                )
+            check_choice("likelihood", self.likelihood, LIKELIHOODS)
             if self.recon == "mse":
-                raise VaelabError(
-                    "--recon mse is the lecture's shorthand (0.5 * squared error); give either it "
-                    "or --likelihood, not both (--likelihood gaussian is the normalised density)"
+                raise SettingError(
+                    "{recon} mse is the lecture's shorthand (0.5 * squared error); give either "
+                    "it or {likelihood}, not both ({likelihood} gaussian is the normalised density)"
                 )
         sigma = self.gaussian_sigma
         if sigma is not None:
             if self.likelihood != "gaussian":
-                raise VaelabError("--gaussian-sigma applies to --likelihood gaussian only")
+                raise SettingError("{gaussian_sigma} applies to {likelihood} gaussian only")
             if isinstance(sigma, str):
-                if sigma != "learned":
-                    raise VaelabError(
-                        f"--gaussian-sigma must be a positive number or 'learned', got {sigma!r}"
-                    )
-            elif not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-                raise VaelabError(
-                    f"--gaussian-sigma must be a positive number or 'learned', got {sigma!r}"
+                valid = sigma == "learned"
+            else:
+                valid = isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0
+            if not valid:
+                raise SettingError(
+                    "{gaussian_sigma} must be a positive number or 'learned', got {value!r}",
+                    value=sigma,
                 )
-        if self.objective not in OBJECTIVE_CHOICES:
-            raise VaelabError(
-                f"unknown --objective {self.objective!r}; choose one of {', '.join(OBJECTIVE_CHOICES)}"
-            )
+        check_choice("objective", self.objective, OBJECTIVE_CHOICES)
         if self.iw_k is not None:
             if self.objective != "iwae":
-                raise VaelabError("--iw-k applies to --objective iwae only")
+                raise SettingError("{iw_k} applies to {objective} iwae only")
             if not isinstance(self.iw_k, int) or self.iw_k <= 0:
-                raise VaelabError(f"--iw-k must be a positive integer, got {self.iw_k!r}")
+                raise SettingError(
+                    "{iw_k} must be a positive integer, got {value!r}", value=self.iw_k
+                )
         if self.objective == "iwae" and not MODELS[self.model].model_cls.stochastic:
-            raise VaelabError(
-                f"--objective iwae needs a model with a posterior variance; {self.model!r} is a "
-                "plain autoencoder"
+            raise SettingError(
+                "{objective} iwae needs a model with a posterior variance; {value!r} is a "
+                "plain autoencoder",
+                value=self.model,
             )
         if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
-            raise VaelabError(
-                f"--kl-warmup must be a number of epochs >= 0, got {self.kl_warmup!r}"
+            raise SettingError(
+                "{kl_warmup} must be a number of epochs >= 0, got {value!r}", value=self.kl_warmup
             )
 
     @property
