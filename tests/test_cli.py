@@ -65,6 +65,7 @@ BAD_ARGS = [
     (["--device", "tpu"], "invalid choice"),
     (["--embed-epochs", "0,x"], "comma-separated"),
     (["--embed-epochs", "0,99"], "outside the epochs"),
+    (["--likelihood", "poisson"], "unknown --likelihood 'poisson'"),
     (["--limit", "999999"], "larger than"),
 ]
 

@@ -2,6 +2,11 @@
 
 Defaults are the practicum's (../shared/docs/lecture.md, section 5): MNIST, d = 20,
 hidden = d^2 = 400, BCE + 1.0 * KL, Adam with lr 1e-3, batch 256, 10 epochs, seed 1.
+
+Each field also carries its ``vaelab train`` flag (``--latent-dim`` for ``latent_dim``):
+the help, the group it is listed in and, where the annotation does not say enough, how
+its text is read (``parse``), its ``metavar`` and its ``choices``. The command line builds
+its flags from them; the library's errors name the fields (:class:`SettingError`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,37 @@ BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
+
+
+# ------------------------------------------------------------- settings written as text
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers: ``"0,5,10"`` -> ``[0, 5, 10]`` (--embed-epochs)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def number_or_learned(text: str) -> float | str:
+    """A number or the word 'learned' (--gaussian-sigma)."""
+    if text == "learned":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number or 'learned', got {text!r}") from None
+
+
+# The groups of ``vaelab train --help``, in the order the fields below first use them.
+DATA, MODEL, OPTIMISATION, RUN = "data", "model and loss", "optimisation", "run directory"
+
+
+def setting(default: Any, group: str, help: str, **flag: Any) -> Any:
+    """A TrainConfig field and its flag: ``help`` (``{default}`` in it shows the default),
+    ``group``, and optionally ``parse`` (text -> value), ``metavar`` and ``choices``."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, **flag})
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -49,32 +85,112 @@ class TrainConfig:
         vaelab.errors.SettingError: lr must be a positive finite number, got nan
     """
 
-    dataset: str = "mnist"  # a known name or a path to IDX files / an .npz
-    data_dir: str | None = None  # extra place to look for data first
-    limit: int | None = None  # train on the first N training images only
-    binarize: str = "none"  # none (grayscale, the lecture) | dynamic | static
-    model: str = "vae"
-    latent_dim: int = 20
-    hidden: int | None = None
-    recon: str = "bce"  # bce: Bernoulli (sum over pixels); mse: 0.5 * squared error
-    beta: float = 1.0
-    # None: the lecture's --recon; else bernoulli (= bce) | continuous-bernoulli | gaussian
-    likelihood: str | None = None
-    gaussian_sigma: float | str | None = None  # gaussian only: fixed sigma (1.0) or "learned"
-    objective: str = "elbo"  # elbo | iwae (Burda et al. 2015)
-    iw_k: int | None = None  # iwae only: importance samples K (default DEFAULT_IW_K)
-    kl_warmup: float = 0.0  # epochs of linear KL annealing from 0 to beta (0: none)
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 10
-    seed: int = 1
-    device: str = "auto"
-    precision: str = "fp32"  # bf16: autocast matmuls to bfloat16, fp32 weights and losses
-    compile: bool = False  # torch.compile the training step (a C++ compiler on CPU)
-    grad_clip: float | None = None  # clip the gradient's global norm to this value
-    keep_every: int | None = None  # also keep a full checkpoint every N epochs
-    embed_epochs: list[int] | None = None  # None: the lecture's 0, 5, 10 that run + the last
-    tensorboard: bool = False  # also log each epoch to RUN/tb/ (vaelab[tensorboard])
+    dataset: str = setting(
+        "mnist", DATA, "mnist, fashion-mnist, an IDX folder or an .npz (default {default})"
+    )
+    data_dir: str | None = setting(
+        None, DATA, "look here first for the data files (also $VAELAB_DATA)"
+    )
+    limit: int | None = setting(
+        None, DATA, "train on the first N training images only", metavar="N"
+    )
+    binarize: str = setting(
+        "none",
+        DATA,
+        "Bernoulli-binarised pixels: dynamic re-samples each batch (default {default})",
+        choices=BINARIZE_CHOICES,
+    )
+    # a name of vaelab.models.MODELS, checked when the config is made (no choices here:
+    # the registry imports torch, and `vaelab train --help` must not)
+    model: str = setting("vae", MODEL, "model name, see `vaelab models` (default {default})")
+    latent_dim: int = setting(20, MODEL, "latent size d (default {default})", metavar="D")
+    hidden: int | None = setting(None, MODEL, "hidden units (default d^2)", metavar="H")
+    recon: str = setting(  # bce: Bernoulli (sum over pixels); mse: 0.5 * squared error
+        "bce",
+        MODEL,
+        "the lecture's reconstruction loss: bce, or mse = 0.5 * squared error (default {default})",
+        choices=RECON_CHOICES,
+    )
+    beta: float = setting(1.0, MODEL, "weight of the KL term (default {default:g})")
+    # None: the lecture's --recon; else a name of vaelab.losses.LIKELIHOODS (checked when
+    # the config is made, like model)
+    likelihood: str | None = setting(
+        None,
+        MODEL,
+        "p(x|z) instead of --recon: bernoulli (= bce), continuous-bernoulli (a density "
+        "on [0, 1]), gaussian (normalised, mean sigmoid(logits))",
+    )
+    gaussian_sigma: float | str | None = setting(  # gaussian only: fixed (1.0) or "learned"
+        None,
+        MODEL,
+        "the gaussian likelihood's scale: a fixed number (default 1) or 'learned'",
+        parse=number_or_learned,
+        metavar="S|learned",
+    )
+    objective: str = setting(  # Burda et al. 2015 for iwae
+        "elbo",
+        MODEL,
+        "training bound: elbo, or iwae, the importance-weighted bound (default {default})",
+        choices=OBJECTIVE_CHOICES,
+    )
+    iw_k: int | None = setting(  # iwae only (default DEFAULT_IW_K)
+        None,
+        MODEL,
+        f"importance samples of --objective iwae (default {DEFAULT_IW_K}; K=1 is the ELBO)",
+        metavar="K",
+    )
+    kl_warmup: float = setting(
+        0.0,
+        MODEL,
+        "anneal the KL weight linearly from 0 to beta over EPOCHS epochs (default 0: off)",
+        metavar="EPOCHS",
+    )
+    lr: float = setting(1e-3, OPTIMISATION, "Adam learning rate (default {default:g})")
+    batch_size: int = setting(256, OPTIMISATION, "batch size (default {default})", metavar="B")
+    epochs: int = setting(
+        10, OPTIMISATION, "training epochs after epoch 0 (default {default})", metavar="E"
+    )
+    seed: int = setting(1, OPTIMISATION, "random seed (default {default})")
+    device: str = setting(
+        "auto", OPTIMISATION, "where to train (default {default})", choices=DEVICE_CHOICES
+    )
+    precision: str = setting(
+        "fp32",
+        OPTIMISATION,
+        "bf16: bfloat16 matmuls under autocast, fp32 weights and losses; about 2x faster "
+        "on CPUs with AVX512-BF16/AMX and on GPUs (default {default})",
+        choices=PRECISION_CHOICES,
+    )
+    compile: bool = setting(
+        False,
+        OPTIMISATION,
+        "torch.compile the training step (slow to start; needs a C++ compiler on CPU)",
+    )
+    grad_clip: float | None = setting(
+        None,
+        OPTIMISATION,
+        "clip the gradient's global norm (default: no clipping)",
+        metavar="NORM",
+    )
+    keep_every: int | None = setting(
+        None,
+        RUN,
+        "also keep a resumable checkpoint every N epochs (checkpoints/epoch-NNN.pt)",
+        metavar="N",
+    )
+    embed_epochs: list[int] | None = setting(
+        None,
+        RUN,
+        "epochs whose test-set latents are cached (default "
+        f"{','.join(map(str, LECTURE_EMBED_EPOCHS))} that run, and the last)",
+        parse=int_list,
+        metavar="LIST",
+    )
+    tensorboard: bool = setting(
+        False,
+        RUN,
+        "also log losses and images per epoch to RUN/tb/ (needs vaelab[tensorboard])",
+    )
 
     def __post_init__(self) -> None:
         if self.hidden is None:
