@@ -46,7 +46,7 @@ def test_slerp_keeps_the_norm_between_the_endpoint_norms():
 def test_bad_path_arguments_are_one_line_errors():
     with pytest.raises(VaelabError, match="unknown interpolation mode 'cubic'"):
         analysis.latent_path(np.zeros(2), np.ones(2), 5, "cubic")
-    with pytest.raises(VaelabError, match="--steps"):
+    with pytest.raises(VaelabError, match="steps must be at least 2"):
         analysis.path_weights(1)
 
 
@@ -101,7 +101,7 @@ def test_embedding_cache_format_and_reuse(tmp_path):
     assert path.stat().st_mtime_ns == stamp  # read, not recomputed
     np.testing.assert_array_equal(again["xy"], first["xy"])
     assert len(analysis.cached_embedding(tmp_path, 5, latents, "pca", n=50)["xy"]) == 50
-    with pytest.raises(VaelabError, match="--n 51 is more than the 50 cached test points"):
+    with pytest.raises(VaelabError, match="n 51 is more than the 50 cached test points; use n 50"):
         analysis.cached_embedding(tmp_path, 5, latents, "pca", n=51)
 
 
@@ -138,7 +138,7 @@ def test_manifold_grid_layout_and_quantiles():
     z = out["images"].reshape(5, 5, 2)
     np.testing.assert_allclose(z[0, :, 0], q)  # x grows left to right
     np.testing.assert_allclose(z[:, 0, 1], q[::-1])  # y grows bottom to top
-    with pytest.raises(VaelabError, match="--grid"):
+    with pytest.raises(VaelabError, match="grid must be at least 2"):
         analysis.grid_values(1)
 
 
@@ -157,7 +157,7 @@ def test_prior_samples_are_reproducible_and_checked():
     a = analysis.prior_samples(model, 6, seed=3)
     assert a.shape == (6, 16) and ((a >= 0) & (a <= 1)).all()
     np.testing.assert_array_equal(a, analysis.prior_samples(model, 6, seed=3))
-    with pytest.raises(VaelabError, match="--temperature"):
+    with pytest.raises(VaelabError, match="temperature must be"):
         analysis.prior_samples(model, 6, temperature=0)
-    with pytest.raises(VaelabError, match="--n"):
+    with pytest.raises(VaelabError, match="n must be a positive integer"):
         analysis.prior_samples(model, 0)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError, VaelabError
 from vaelab.losses import gaussian_kl_per_dim
 
 EMBED_METHODS = ("tsne", "pca")
@@ -49,9 +49,11 @@ def prior_samples(
 ) -> np.ndarray:
     """Decode z = T * eps, eps ~ N(0, I): (n, D) pixel means (lecture section 6.2)."""
     if n <= 0:
-        raise VaelabError(f"--n must be a positive integer, got {n}")
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
     if not math.isfinite(temperature) or temperature <= 0:
-        raise VaelabError(f"--temperature must be a positive number, got {temperature}")
+        raise SettingError(
+            "{temperature} must be a positive number, got {value}", value=temperature
+        )
     eps = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(seed))
     return model.decode(temperature * eps).float().numpy()  # (n, D)
 
@@ -74,7 +76,7 @@ def path_weights(steps: int) -> np.ndarray:
         [0.0, 0.25, 0.5, 0.75, 1.0]
     """
     if steps < 2:
-        raise VaelabError(f"--steps must be at least 2, got {steps}")
+        raise SettingError("{steps} must be at least 2, got {value}", value=steps)
     return np.linspace(0.0, 1.0, steps)
 
 
@@ -229,9 +231,13 @@ def cached_embedding(
     there (format in the module docstring). An unwritable run only skips the cache."""
     total = len(latents["mu"])
     if n <= 0:
-        raise VaelabError(f"--n must be a positive integer, got {n}")
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
     if n > total:
-        raise VaelabError(f"--n {n} is more than the {total} cached test points; use --n {total}")
+        raise SettingError(
+            "{n} {value} is more than the {total} cached test points; use {n} {total}",
+            value=n,
+            total=total,
+        )
     indices = np.arange(n, dtype=np.int64)
     path = embedding_file(root, epoch, method)
     if path.is_file():
@@ -284,7 +290,7 @@ def bubbles(latents: dict[str, np.ndarray], dims: list[int], n: int) -> dict[str
     """Each of the first ``n`` test points' posterior in two latent dimensions:
     ``mu`` (n, 2), ``sigma`` (n, 2) (zeros for a plain autoencoder), ``labels`` (n,)."""
     if n <= 0:
-        raise VaelabError(f"--n must be a positive integer, got {n}")
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
     mu = latents["mu"][:n, dims]
     logvar = latents["logvar"][:n, dims]
     sigma = np.where(np.isfinite(logvar), np.exp(0.5 * logvar), 0.0)
@@ -302,7 +308,7 @@ def grid_values(grid: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
         [-0.5978, 0.5978]
     """
     if grid < 2:
-        raise VaelabError(f"--grid must be at least 2, got {grid}")
+        raise SettingError("{grid} must be at least 2, got {value}", value=grid)
     normal = NormalDist()
     return np.array([normal.inv_cdf(p) for p in np.linspace(lo, hi, grid)])
 
