@@ -105,6 +105,15 @@ def test_embedding_cache_format_and_reuse(tmp_path):
         analysis.cached_embedding(tmp_path, 5, latents, "pca", n=51)
 
 
+def test_an_unwritable_embedding_cache_is_skipped_with_a_note(tmp_path, capsys):
+    latents = {"mu": np.random.default_rng(0).normal(size=(20, 3)), "labels": np.arange(20)}
+    (tmp_path / "embeddings").write_text("a file where the folder should be")
+    out = analysis.cached_embedding(tmp_path, 0, latents, "pca", n=20)
+    assert out["xy"].shape == (20, 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vaelab: note: could not cache the embedding")
+
+
 def test_kl_per_dim_sums_to_the_kl_and_ranks_dimensions():
     rng = np.random.default_rng(2)
     mu = rng.normal(size=(100, 4)) * [0.01, 2.0, 0.01, 1.0]

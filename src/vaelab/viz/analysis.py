@@ -19,6 +19,7 @@ recomputed when the requested points differ from the cached ones.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from statistics import NormalDist
 
@@ -228,7 +229,8 @@ def cached_embedding(
 ) -> dict[str, np.ndarray]:
     """The 2-D embedding of the first ``n`` cached test means at ``epoch``: read from
     RUN/embeddings/ when it holds exactly those points, otherwise computed and written
-    there (format in the module docstring). An unwritable run only skips the cache."""
+    there (format in the module docstring). An unwritable run only skips the cache (with a
+    note on stderr)."""
     total = len(latents["mu"])
     if n <= 0:
         raise SettingError("{n} must be a positive integer, got {value}", value=n)
@@ -257,8 +259,8 @@ def cached_embedding(
         from vaelab.fileio import atomic_write
 
         atomic_write(path, lambda f: np.savez(f, **out))
-    except OSError:
-        pass
+    except OSError as exc:  # the embedding is still returned; only the next call pays again
+        print(f"vaelab: note: could not cache the embedding in {path}: {exc}", file=sys.stderr)
     return out
 
 
