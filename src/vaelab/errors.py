@@ -63,3 +63,12 @@ class RankLostError(VaelabError):
     """A torch.distributed peer stopped, so this rank cannot go on (exit code 1)."""
 
     exit_code = 1
+
+
+class RankFailedError(VaelabError):
+    """A process of a multi-process run failed, so the launcher stopped the others; the
+    exit code is the failed process's (1 if a signal ended it)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
