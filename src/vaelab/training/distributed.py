@@ -108,11 +108,6 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
     return out
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says that another rank went away (so it is not this rank's bug)."""
     text = str(exc)

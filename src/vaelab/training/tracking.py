@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from vaelab.errors import VaelabError
 
 N_SAMPLES = 64
-SAMPLE_SEED = 0  # the same z every epoch, so the grid shows the decoder change
 
 
 def require_tensorboard() -> None:
@@ -68,7 +67,8 @@ class TensorBoardTracker(NullTracker):
         mu, _ = model.encode(shown)
         pairs = np.concatenate([shown.flatten(1).cpu().numpy(), model.decode(mu).cpu().numpy()])
         self._image("reconstructions", _mosaic(pairs, shape, len(shown)), epoch)
-        z = torch.randn(N_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(0))
+        seeded = torch.Generator().manual_seed(0)  # the same z every epoch: the decoder changes
+        z = torch.randn(N_SAMPLES, model.latent_dim, generator=seeded)
         samples = model.decode(z.to(shown.device)).float().cpu().numpy()
         self._image("prior_samples", _mosaic(samples, shape, 8), epoch)
         self.writer.flush()
