@@ -17,19 +17,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError
 
 N_SAMPLES = 64
 
 
 def require_tensorboard() -> None:
-    """Raise a one-line VaelabError when the tensorboard extra is missing."""
+    """Raise a one-line SettingError (naming the tensorboard setting) when the extra is missing."""
     try:
         import tensorboard  # noqa: F401
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise VaelabError(
-            "--tensorboard needs the optional extra: pip install 'vaelab[tensorboard]'"
+        raise SettingError(
+            "{tensorboard} needs the optional extra: pip install 'vaelab[tensorboard]'"
         ) from None
 
 
