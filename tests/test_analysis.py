@@ -46,7 +46,7 @@ def test_slerp_keeps_the_norm_between_the_endpoint_norms():
 def test_bad_path_arguments_are_one_line_errors():
     with pytest.raises(VaelabError, match="unknown interpolation mode 'cubic'"):
         analysis.latent_path(np.zeros(2), np.ones(2), 5, "cubic")
-    with pytest.raises(VaelabError, match="--steps"):
+    with pytest.raises(VaelabError, match="steps must be at least 2"):
         analysis.path_weights(1)
 
 
@@ -120,7 +120,7 @@ def test_embedding_cache_format_and_reuse(tmp_path):
     assert path.stat().st_mtime_ns == stamp  # read, not recomputed
     np.testing.assert_array_equal(again["xy"], first["xy"])
     assert len(analysis.cached_embedding(tmp_path, 5, latents, "pca", n=50)["xy"]) == 50
-    with pytest.raises(VaelabError, match="--n 51 is more than the 50 cached test points"):
+    with pytest.raises(VaelabError, match="n 51 is more than the 50 cached test points; use n 50"):
         analysis.cached_embedding(tmp_path, 5, latents, "pca", n=51)
 
 
@@ -167,6 +167,15 @@ def test_a_damaged_embedding_cache_is_recomputed(tmp_path):
     np.testing.assert_array_equal(analysis.read_embedding(path)["xy"], out["xy"])
 
 
+def test_an_unwritable_embedding_cache_is_skipped_with_a_note(tmp_path, capsys):
+    latents = {"mu": np.random.default_rng(0).normal(size=(20, 3)), "labels": np.arange(20)}
+    (tmp_path / "embeddings").write_text("a file where the folder should be")
+    out = analysis.cached_embedding(tmp_path, 0, latents, "pca", n=20)
+    assert out["xy"].shape == (20, 2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vaelab: note: could not cache the embedding")
+
+
 def test_kl_per_dim_sums_to_the_kl_and_ranks_dimensions():
     rng = np.random.default_rng(2)
     mu = rng.normal(size=(100, 4)) * [0.01, 2.0, 0.01, 1.0]
@@ -200,7 +209,7 @@ def test_manifold_grid_layout_and_quantiles():
     z = out["images"].reshape(5, 5, 2)
     np.testing.assert_allclose(z[0, :, 0], q)  # x grows left to right
     np.testing.assert_allclose(z[:, 0, 1], q[::-1])  # y grows bottom to top
-    with pytest.raises(VaelabError, match="--grid"):
+    with pytest.raises(VaelabError, match="grid must be at least 2"):
         analysis.grid_values(1)
 
 
@@ -219,7 +228,7 @@ def test_prior_samples_are_reproducible_and_checked():
     a = analysis.prior_samples(model, 6, seed=3)
     assert a.shape == (6, 16) and ((a >= 0) & (a <= 1)).all()
     np.testing.assert_array_equal(a, analysis.prior_samples(model, 6, seed=3))
-    with pytest.raises(VaelabError, match="--temperature"):
+    with pytest.raises(VaelabError, match="temperature must be"):
         analysis.prior_samples(model, 6, temperature=0)
-    with pytest.raises(VaelabError, match="--n"):
+    with pytest.raises(VaelabError, match="n must be a positive integer"):
         analysis.prior_samples(model, 0)

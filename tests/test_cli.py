@@ -65,6 +65,7 @@ BAD_ARGS = [
     (["--device", "tpu"], "invalid choice"),
     (["--embed-epochs", "0,x"], "comma-separated"),
     (["--embed-epochs", "0,99"], "outside the epochs"),
+    (["--likelihood", "poisson"], "unknown --likelihood 'poisson'"),
     (["--limit", "999999"], "larger than"),
 ]
 
@@ -204,3 +205,23 @@ def test_the_command_shortens_openmp_spinning_unless_told_otherwise(preset, expe
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == expected
+
+
+def test_help_names_the_choices_that_the_library_checks():
+    """Lists owned by modules that import torch are checked when the command runs, not by
+    argparse; the help that names their values must name each of them."""
+    from vaelab.cli import build_parser, figures
+    from vaelab.evaluation.evaluate import SPLITS
+    from vaelab.losses import LIKELIHOODS
+    from vaelab.viz.analysis import EMBED_METHODS, INTERPOLATION_MODES
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    helps = {(name, a.dest): a.help for name, p in commands.items() for a in p._actions if a.help}
+    for names, text in [
+        (LIKELIHOODS, helps["train", "likelihood"]),
+        (SPLITS, helps["evaluate", "split"]),
+        (EMBED_METHODS, figures.METHOD_HELP),
+        (INTERPOLATION_MODES, figures.MODE_HELP),
+    ]:
+        assert all(n in text for n in names), (names, text)
+    assert helps["embed", "method"] == helps["report", "method"] == figures.METHOD_HELP

@@ -14,6 +14,7 @@ MODULES = {
     "vaelab.losses": 10,
     "vaelab.objectives": 1,
     "vaelab.config": 2,
+    "vaelab.errors": 1,
     "vaelab.data.datasets": 2,
     "vaelab.data.sources": 2,
     "vaelab.viz.analysis": 4,

@@ -232,10 +232,10 @@ def test_n_images_scores_the_first_images_of_the_split(tiny_runs):
 
 def test_evaluate_rejects_bad_arguments(tiny_runs):
     for kwargs, word in [
-        ({"iw_samples": 0}, "iw-samples"),
-        ({"split": "valid"}, "split"),
-        ({"batch_size": 0}, "batch-size"),
-        ({"binarize": "maybe"}, "binarize"),
+        ({"iw_samples": 0}, "iw_samples must be"),
+        ({"split": "valid"}, "unknown split 'valid'"),
+        ({"batch_size": 0}, "batch_size must be"),
+        ({"binarize": "maybe"}, "unknown binarize 'maybe'"),
         ({"n_images": 0}, "n_images"),
     ]:
         with pytest.raises(VaelabError, match=word):

@@ -247,9 +247,9 @@ def test_likelihood_settings_are_validated():
     assert TrainConfig().gaussian_sigma is None and TrainConfig().likelihood == "bernoulli"
     assert TrainConfig(recon="mse").likelihood == "mse"  # --recon mapped once, to one name
     for kw, match in [
-        ({"likelihood": "poisson"}, "unknown --likelihood"),
-        ({"likelihood": "gaussian", "recon": "mse"}, "either it or --likelihood"),
-        ({"gaussian_sigma": 2.0}, "--likelihood gaussian only"),
+        ({"likelihood": "poisson"}, "unknown likelihood 'poisson'"),
+        ({"likelihood": "gaussian", "recon": "mse"}, "either it or likelihood"),
+        ({"gaussian_sigma": 2.0}, "gaussian_sigma applies to likelihood gaussian only"),
         ({"likelihood": "gaussian", "gaussian_sigma": "tuned"}, "'learned'"),
         ({"likelihood": "gaussian", "gaussian_sigma": -1.0}, "positive"),
         ({"likelihood": "gaussian", "gaussian_sigma": float("nan")}, "positive"),

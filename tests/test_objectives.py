@@ -33,7 +33,7 @@ def test_kl_warmup_rises_linearly_step_by_step_then_stays_at_beta():
     assert kl_weight(c, 2, 0.75) == pytest.approx(1.75)
     assert kl_weight(c, 3, 0.0) == kl_weight(c, 9, 0.3) == 2.0
     assert kl_weight(TrainConfig(beta=0.5), 1, 0.0) == 0.5  # no warm-up: beta throughout
-    with pytest.raises(VaelabError, match="--kl-warmup"):
+    with pytest.raises(VaelabError, match="kl_warmup must be"):
         TrainConfig(kl_warmup=-1)
 
 
@@ -112,8 +112,8 @@ def test_negative_elbo_parts_and_beta():
 def test_objective_settings_are_validated():
     assert TrainConfig(objective="iwae").iw_k == 5 and TrainConfig().iw_k is None
     for kw, match in [
-        ({"objective": "vi"}, "unknown --objective"),
-        ({"iw_k": 3}, "--objective iwae only"),
+        ({"objective": "vi"}, "unknown objective 'vi'"),
+        ({"iw_k": 3}, "iw_k applies to objective iwae only"),
         ({"objective": "iwae", "iw_k": 0}, "positive"),
         ({"objective": "iwae", "model": "ae"}, "plain autoencoder"),
         ({"objective": "iwae", "model": "conv-ae"}, "plain autoencoder"),

@@ -235,7 +235,7 @@ def test_grad_clip_bounds_the_update(tmp_path, tiny):
     config = TrainConfig(dataset="tiny", latent_dim=2, hidden=8, epochs=1, grad_clip=1e-3, lr=1e-3)
     root = train(config, out=tmp_path / "r", data=tiny, progress=False, log=lambda _m: None)
     assert load_run(root).config.grad_clip == 1e-3
-    with pytest.raises(VaelabError, match="--grad-clip"):
+    with pytest.raises(VaelabError, match="grad_clip must be"):
         TrainConfig(grad_clip=0)
 
 

@@ -54,7 +54,7 @@ def test_sweep_rejects_bad_settings(tiny_npz, tmp_path):
         sweep("beta", [1.0, -2.0], config, tmp_path / "s")
     with pytest.raises(VaelabError, match="not a training setting"):
         sweep("colour", [1], config, tmp_path / "s")
-    with pytest.raises(VaelabError, match="iw-samples"):
+    with pytest.raises(VaelabError, match="iw_samples must be"):
         sweep("beta", [1.0], config, tmp_path / "s", iw_samples=0)
     assert not (tmp_path / "s").exists()  # nothing trained before the arguments are checked
 

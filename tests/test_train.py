@@ -193,5 +193,5 @@ def test_compiled_training_step_gives_the_same_loss(tiny, tmp_path):
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(VaelabError, match="--precision"):
+    with pytest.raises(VaelabError, match="unknown precision 'fp8'"):
         small(precision="fp8")

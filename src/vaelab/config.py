@@ -2,16 +2,22 @@
 
 Defaults are the practicum's (../shared/docs/lecture.md, section 5): MNIST, d = 20,
 hidden = d^2 = 400, BCE + 1.0 * KL, Adam with lr 1e-3, batch 256, 10 epochs, seed 1.
+
+Each field also carries its ``vaelab train`` flag (``--latent-dim`` for ``latent_dim``):
+the help, the group it is listed in and, where the annotation does not say enough, how
+its text is read (``parse``), its ``metavar`` and its ``choices``. The command line builds
+its flags from them; the library's errors name the fields (:class:`SettingError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError
 
 RECON_CHOICES = ("bce", "mse")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -20,6 +26,48 @@ BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
+
+
+# ------------------------------------------------------------- settings written as text
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated integers: ``"0,5,10"`` -> ``[0, 5, 10]`` (--embed-epochs)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def number_or_learned(text: str) -> float | str:
+    """A number or the word 'learned' (--gaussian-sigma)."""
+    if text == "learned":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number or 'learned', got {text!r}") from None
+
+
+# The groups of ``vaelab train --help``, in the order the fields below first use them.
+DATA, MODEL, OPTIMISATION, RUN = "data", "model and loss", "optimisation", "run directory"
+
+
+def setting(default: Any, group: str, help: str, **flag: Any) -> Any:
+    """A TrainConfig field and its flag: ``help`` (``{default}`` in it shows the default),
+    ``group``, and optionally ``parse`` (text -> value), ``metavar`` and ``choices``."""
+    return dataclasses.field(default=default, metadata={"group": group, "help": help, **flag})
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise SettingError("unknown <name> <value>; choose one of ...") unless ``value`` is
+    one of ``choices``."""
+    if value not in choices:
+        raise SettingError(
+            "unknown {" + name + "} {value!r}; choose one of {choices}",
+            value=value,
+            choices=", ".join(choices),
+        )
 
 
 @dataclass
@@ -34,36 +82,116 @@ class TrainConfig:
         >>> TrainConfig(lr=float("nan"))
         Traceback (most recent call last):
         ...
-        vaelab.errors.VaelabError: --lr must be a positive finite number, got nan
+        vaelab.errors.SettingError: lr must be a positive finite number, got nan
     """
 
-    dataset: str = "mnist"  # a known name or a path to IDX files / an .npz
-    data_dir: str | None = None  # extra place to look for data first
-    limit: int | None = None  # train on the first N training images only
-    binarize: str = "none"  # none (grayscale, the lecture) | dynamic | static
-    model: str = "vae"
-    latent_dim: int = 20
-    hidden: int | None = None
-    recon: str = "bce"  # the lecture's name for p(x|z): bce (Bernoulli) | mse (0.5 * sq. error)
-    beta: float = 1.0
-    # p(x|z), the one name the code reads: bernoulli | continuous-bernoulli | gaussian | mse.
-    # None (not given): from --recon, bce -> bernoulli, mse -> mse (see __post_init__).
-    likelihood: str | None = None
-    gaussian_sigma: float | str | None = None  # gaussian only: fixed sigma (1.0) or "learned"
-    objective: str = "elbo"  # elbo | iwae (Burda et al. 2015)
-    iw_k: int | None = None  # iwae only: importance samples K (default DEFAULT_IW_K)
-    kl_warmup: float = 0.0  # epochs of linear KL annealing from 0 to beta (0: none)
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 10
-    seed: int = 1
-    device: str = "auto"
-    precision: str = "fp32"  # bf16: autocast matmuls to bfloat16, fp32 weights and losses
-    compile: bool = False  # torch.compile the training step (a C++ compiler on CPU)
-    grad_clip: float | None = None  # clip the gradient's global norm to this value
-    keep_every: int | None = None  # also keep a full checkpoint every N epochs
-    embed_epochs: list[int] | None = None  # None: the lecture's 0, 5, 10 that run + the last
-    tensorboard: bool = False  # also log each epoch to RUN/tb/ (vaelab[tensorboard])
+    dataset: str = setting(
+        "mnist", DATA, "mnist, fashion-mnist, an IDX folder or an .npz (default {default})"
+    )
+    data_dir: str | None = setting(
+        None, DATA, "look here first for the data files (also $VAELAB_DATA)"
+    )
+    limit: int | None = setting(
+        None, DATA, "train on the first N training images only", metavar="N"
+    )
+    binarize: str = setting(
+        "none",
+        DATA,
+        "Bernoulli-binarised pixels: dynamic re-samples each batch (default {default})",
+        choices=BINARIZE_CHOICES,
+    )
+    # a name of vaelab.models.MODELS, checked when the config is made (no choices here:
+    # the registry imports torch, and `vaelab train --help` must not)
+    model: str = setting("vae", MODEL, "model name, see `vaelab models` (default {default})")
+    latent_dim: int = setting(20, MODEL, "latent size d (default {default})", metavar="D")
+    hidden: int | None = setting(None, MODEL, "hidden units (default d^2)", metavar="H")
+    recon: str = setting(  # bce: Bernoulli (sum over pixels); mse: 0.5 * squared error
+        "bce",
+        MODEL,
+        "the lecture's reconstruction loss: bce, or mse = 0.5 * squared error (default {default})",
+        choices=RECON_CHOICES,
+    )
+    beta: float = setting(1.0, MODEL, "weight of the KL term (default {default:g})")
+    # p(x|z), the one name the code reads (vaelab.losses.LIKELIHOOD_NAMES: bernoulli,
+    # continuous-bernoulli, gaussian, mse); None when made means "from --recon": bce ->
+    # bernoulli, mse -> mse (_resolve_likelihood). Checked when the config is made.
+    likelihood: str | None = setting(
+        None,
+        MODEL,
+        "p(x|z) instead of --recon: bernoulli (= bce), continuous-bernoulli (a density "
+        "on [0, 1]), gaussian (normalised, mean sigmoid(logits))",
+    )
+    gaussian_sigma: float | str | None = setting(  # gaussian only: fixed (1.0) or "learned"
+        None,
+        MODEL,
+        "the gaussian likelihood's scale: a fixed number (default 1) or 'learned'",
+        parse=number_or_learned,
+        metavar="S|learned",
+    )
+    objective: str = setting(  # Burda et al. 2015 for iwae
+        "elbo",
+        MODEL,
+        "training bound: elbo, or iwae, the importance-weighted bound (default {default})",
+        choices=OBJECTIVE_CHOICES,
+    )
+    iw_k: int | None = setting(  # iwae only (default DEFAULT_IW_K)
+        None,
+        MODEL,
+        f"importance samples of --objective iwae (default {DEFAULT_IW_K}; K=1 is the ELBO)",
+        metavar="K",
+    )
+    kl_warmup: float = setting(
+        0.0,
+        MODEL,
+        "anneal the KL weight linearly from 0 to beta over EPOCHS epochs (default 0: off)",
+        metavar="EPOCHS",
+    )
+    lr: float = setting(1e-3, OPTIMISATION, "Adam learning rate (default {default:g})")
+    batch_size: int = setting(256, OPTIMISATION, "batch size (default {default})", metavar="B")
+    epochs: int = setting(
+        10, OPTIMISATION, "training epochs after epoch 0 (default {default})", metavar="E"
+    )
+    seed: int = setting(1, OPTIMISATION, "random seed (default {default})")
+    device: str = setting(
+        "auto", OPTIMISATION, "where to train (default {default})", choices=DEVICE_CHOICES
+    )
+    precision: str = setting(
+        "fp32",
+        OPTIMISATION,
+        "bf16: bfloat16 matmuls under autocast, fp32 weights and losses; about 2x faster "
+        "on CPUs with AVX512-BF16/AMX and on GPUs (default {default})",
+        choices=PRECISION_CHOICES,
+    )
+    compile: bool = setting(
+        False,
+        OPTIMISATION,
+        "torch.compile the training step (slow to start; needs a C++ compiler on CPU)",
+    )
+    grad_clip: float | None = setting(
+        None,
+        OPTIMISATION,
+        "clip the gradient's global norm (default: no clipping)",
+        metavar="NORM",
+    )
+    keep_every: int | None = setting(
+        None,
+        RUN,
+        "also keep a resumable checkpoint every N epochs (checkpoints/epoch-NNN.pt)",
+        metavar="N",
+    )
+    embed_epochs: list[int] | None = setting(
+        None,
+        RUN,
+        "epochs whose test-set latents are cached (default "
+        f"{','.join(map(str, LECTURE_EMBED_EPOCHS))} that run, and the last)",
+        parse=int_list,
+        metavar="LIST",
+    )
+    tensorboard: bool = setting(
+        False,
+        RUN,
+        "also log losses and images per epoch to RUN/tb/ (needs vaelab[tensorboard])",
+    )
 
     def __post_init__(self) -> None:
         if self.hidden is None:
@@ -81,9 +209,9 @@ class TrainConfig:
         """Map the lecture's --recon and --likelihood onto one name, once: afterwards
         ``likelihood`` is set and ``recon`` agrees with it (mse if and only if mse)."""
         if self.recon == "mse" and self.likelihood not in (None, "mse"):
-            raise VaelabError(
-                "--recon mse is the lecture's shorthand (0.5 * squared error); give either it "
-                "or --likelihood, not both (--likelihood gaussian is the normalised density)"
+            raise SettingError(
+                "{recon} mse is the lecture's shorthand (0.5 * squared error); give either "
+                "it or {likelihood}, not both ({likelihood} gaussian is the normalised density)"
             )
         if self.likelihood is None:
             self.likelihood = "mse" if self.recon == "mse" else "bernoulli"
@@ -91,51 +219,52 @@ class TrainConfig:
             self.recon = "mse"
 
     def validate(self) -> None:
-        """Raise VaelabError naming the first invalid setting."""
-        positive = {
-            "latent-dim": self.latent_dim,
-            "hidden": self.hidden,
-            "batch-size": self.batch_size,
-        }
-        for name, value in positive.items():
+        """Raise SettingError naming the first invalid setting."""
+        for name in ("latent_dim", "hidden", "batch_size"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise VaelabError(f"--{name} must be a positive integer, got {value!r}")
+                raise SettingError(
+                    "{" + name + "} must be a positive integer, got {value!r}", value=value
+                )
         if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise VaelabError(f"--epochs must be 0 or more, got {self.epochs!r}")
+            raise SettingError("{epochs} must be 0 or more, got {value!r}", value=self.epochs)
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit <= 0):
-            raise VaelabError(f"--limit must be a positive integer, got {self.limit!r}")
+            raise SettingError(
+                "{limit} must be a positive integer, got {value!r}", value=self.limit
+            )
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise VaelabError(f"--lr must be a positive finite number, got {self.lr!r}")
+            raise SettingError(
+                "{lr} must be a positive finite number, got {value!r}", value=self.lr
+            )
         if self.grad_clip is not None and not (
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
-            raise VaelabError(f"--grad-clip must be a positive number, got {self.grad_clip!r}")
+            raise SettingError(
+                "{grad_clip} must be a positive number, got {value!r}", value=self.grad_clip
+            )
         if self.keep_every is not None and (
             not isinstance(self.keep_every, int) or self.keep_every <= 0
         ):
-            raise VaelabError(f"--keep-every must be a positive integer, got {self.keep_every!r}")
+            raise SettingError(
+                "{keep_every} must be a positive integer, got {value!r}", value=self.keep_every
+            )
         if not math.isfinite(self.beta) or self.beta < 0:
-            raise VaelabError(f"--beta must be a finite number >= 0, got {self.beta!r}")
-        if self.recon not in RECON_CHOICES:
-            raise VaelabError(
-                f"unknown --recon {self.recon!r}; choose one of {', '.join(RECON_CHOICES)}"
+            raise SettingError(
+                "{beta} must be a finite number >= 0, got {value!r}", value=self.beta
             )
-        if self.binarize not in BINARIZE_CHOICES:
-            raise VaelabError(
-                f"unknown --binarize {self.binarize!r}; choose one of {', '.join(BINARIZE_CHOICES)}"
-            )
-        if self.device not in DEVICE_CHOICES:
-            raise VaelabError(
-                f"unknown --device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
-            )
-        if self.precision not in PRECISION_CHOICES:
-            raise VaelabError(
-                f"unknown --precision {self.precision!r}; choose one of {', '.join(PRECISION_CHOICES)}"
-            )
+        for name, choices in (
+            ("recon", RECON_CHOICES),
+            ("binarize", BINARIZE_CHOICES),
+            ("device", DEVICE_CHOICES),
+            ("precision", PRECISION_CHOICES),
+        ):
+            check_choice(name, getattr(self, name), choices)
         for e in self.embed_epochs or []:
             if not 0 <= e <= self.epochs:
-                raise VaelabError(
-                    f"--embed-epochs {e} is outside the epochs that run (0..{self.epochs})"
+                raise SettingError(
+                    "{embed_epochs} {value} is outside the epochs that run (0..{last})",
+                    value=e,
+                    last=self.epochs,
                 )
         self._validate_model_family()
 
@@ -144,42 +273,39 @@ class TrainConfig:
         from vaelab.losses import LIKELIHOOD_NAMES, LIKELIHOODS  # late: models import this
         from vaelab.models import MODELS
 
-        if self.model not in MODELS:
-            raise VaelabError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.likelihood not in LIKELIHOOD_NAMES:
-            raise VaelabError(
-                f"unknown --likelihood {self.likelihood!r}; choose one of {', '.join(LIKELIHOODS)}"
-            )
+        check_choice("model", self.model, MODELS)
+        if self.likelihood not in LIKELIHOOD_NAMES:  # mse: only ever set from --recon mse
+            check_choice("likelihood", self.likelihood, LIKELIHOODS)
         sigma = self.gaussian_sigma
         if sigma is not None:
             if self.likelihood != "gaussian":
-                raise VaelabError("--gaussian-sigma applies to --likelihood gaussian only")
+                raise SettingError("{gaussian_sigma} applies to {likelihood} gaussian only")
             if isinstance(sigma, str):
-                if sigma != "learned":
-                    raise VaelabError(
-                        f"--gaussian-sigma must be a positive number or 'learned', got {sigma!r}"
-                    )
-            elif not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-                raise VaelabError(
-                    f"--gaussian-sigma must be a positive number or 'learned', got {sigma!r}"
+                valid = sigma == "learned"
+            else:
+                valid = isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0
+            if not valid:
+                raise SettingError(
+                    "{gaussian_sigma} must be a positive number or 'learned', got {value!r}",
+                    value=sigma,
                 )
-        if self.objective not in OBJECTIVE_CHOICES:
-            raise VaelabError(
-                f"unknown --objective {self.objective!r}; choose one of {', '.join(OBJECTIVE_CHOICES)}"
-            )
+        check_choice("objective", self.objective, OBJECTIVE_CHOICES)
         if self.iw_k is not None:
             if self.objective != "iwae":
-                raise VaelabError("--iw-k applies to --objective iwae only")
+                raise SettingError("{iw_k} applies to {objective} iwae only")
             if not isinstance(self.iw_k, int) or self.iw_k <= 0:
-                raise VaelabError(f"--iw-k must be a positive integer, got {self.iw_k!r}")
+                raise SettingError(
+                    "{iw_k} must be a positive integer, got {value!r}", value=self.iw_k
+                )
         if self.objective == "iwae" and not MODELS[self.model].model_cls.stochastic:
-            raise VaelabError(
-                f"--objective iwae needs a model with a posterior variance; {self.model!r} is a "
-                "plain autoencoder"
+            raise SettingError(
+                "{objective} iwae needs a model with a posterior variance; {value!r} is a "
+                "plain autoencoder",
+                value=self.model,
             )
         if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
-            raise VaelabError(
-                f"--kl-warmup must be a number of epochs >= 0, got {self.kl_warmup!r}"
+            raise SettingError(
+                "{kl_warmup} must be a number of epochs >= 0, got {value!r}", value=self.kl_warmup
             )
 
     @property

@@ -3,7 +3,8 @@
 Each subcommand parses its arguments and calls one library function; heavy imports
 (torch, matplotlib) happen inside the command so ``vaelab --help`` is instant. Errors the
 user can fix print one line on stderr and exit 2 (divergence: 3); no tracebacks unless
-``VAELAB_DEBUG=1``.
+``VAELAB_DEBUG=1``. A library error about a setting (``SettingError``: "lr must be ...")
+is printed with the setting's flag ("--lr must be ...").
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
+
+
+def flag(setting: str) -> str:
+    """The flag of a library setting: ``batch_size`` -> ``--batch-size``. Every flag of a
+    TrainConfig field, an evaluate_run argument or a figure's argument is spelled so."""
+    return "--" + setting.replace("_", "-")
 
 
 # Each module registers its subcommands; adding a command area adds one line here.
@@ -66,12 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch
-    from vaelab.errors import VaelabError
+    from vaelab.errors import SettingError, VaelabError
 
     try:
         return args.func(args)
     except VaelabError as exc:
-        sys.stderr.write(f"vaelab: error: {exc}\n")
+        message = exc.spelled(flag) if isinstance(exc, SettingError) else exc
+        sys.stderr.write(f"vaelab: error: {message}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("vaelab: interrupted\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vaelab.cli.train import add_train_arguments
+from vaelab.config import BINARIZE_CHOICES, DEVICE_CHOICES
 
 
 def positive_int(text: str) -> int:
@@ -146,16 +147,16 @@ def register(command) -> None:
         "sampled ELBO, IWAE estimate of the NLL, active units and sample scores -> RUN/eval.json",
     )
     p.add_argument("run", metavar="RUN", help="a run directory written by vaelab train")
-    p.add_argument("--split", default="test", choices=["test", "train"], help="(default test)")
+    p.add_argument(  # checked by evaluate_run against SPLITS (which imports torch)
+        "--split", default="test", help="the images scored: test or train (default test)"
+    )
     p.add_argument(
         "--binarize",
         default=None,
-        choices=["none", "dynamic", "static"],
+        choices=BINARIZE_CHOICES,
         help="score on other binarised data than the run's own (default: the run's)",
     )
-    p.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default auto)"
-    )
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="(default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     add_eval_arguments(p, "--batch-size")
 

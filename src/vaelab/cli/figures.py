@@ -78,6 +78,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return _written(build_compare(args.run_a, args.run_b, args.out, args.method, args.n))
 
 
+# vaelab.viz.analysis checks --method and --mode against EMBED_METHODS and
+# INTERPOLATION_MODES when the command runs (it imports torch, --help must not); the
+# help below names them, and tests/test_cli.py checks that it names each.
+METHOD_HELP = "embedding: tsne or pca (default tsne)"
+MODE_HELP = "linear or slerp (default linear)"
+
+
 def _common(p: argparse.ArgumentParser, out_help: str = "folder for the PNGs") -> None:
     p.add_argument("run", metavar="RUN", help="a run directory written by vaelab train")
     p.add_argument("--out", default=None, metavar="DIR", help=f"{out_help} (default RUN/figures)")
@@ -112,14 +119,14 @@ def register(command) -> None:
         help="the first test images with these labels, e.g. --digits 3 8",
     )
     p.add_argument("--steps", type=int, default=10, help="images along the path (default 10)")
-    p.add_argument("--mode", default="linear", help="linear or slerp (default linear)")
+    p.add_argument("--mode", default="linear", help=MODE_HELP)
 
     p = command("embed", cmd_embed, "t-SNE or PCA of the cached test means, one panel per epoch")
     _common(p)
     p.add_argument(
         "--epochs", type=int_list, default=None, metavar="LIST", help="cached epochs (default all)"
     )
-    p.add_argument("--method", default="tsne", help="tsne or pca (default tsne)")
+    p.add_argument("--method", default="tsne", help=METHOD_HELP)
     p.add_argument("--n", type=int, default=1000, help="first N test means (default 1000)")
 
     p = command("bubbles", cmd_bubbles, "posteriors as ellipses mu ± sigma, per epoch + a GIF")
@@ -136,7 +143,7 @@ def register(command) -> None:
     p = command("report", cmd_report, "write RUN/report.html with every figure of the run")
     p.add_argument("run", metavar="RUN", help="a run directory written by vaelab train")
     p.add_argument("--out", default=None, metavar="FILE", help="the page (default RUN/report.html)")
-    p.add_argument("--method", default="tsne", help="embedding: tsne or pca (default tsne)")
+    p.add_argument("--method", default="tsne", help=METHOD_HELP)
     p.add_argument("--n", type=int, default=1000, help="test means per embedding (default 1000)")
     p.add_argument("--verbose", action="store_true", help="print the time of each figure")
 
@@ -146,5 +153,5 @@ def register(command) -> None:
     p.add_argument(
         "--out", default=None, metavar="FILE", help="the page (default RUN_A/compare.html)"
     )
-    p.add_argument("--method", default="tsne", help="embedding: tsne or pca (default tsne)")
+    p.add_argument("--method", default="tsne", help=METHOD_HELP)
     p.add_argument("--n", type=int, default=1000, help="test means per embedding (default 1000)")

@@ -3,154 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any
+
+from vaelab import config
+from vaelab.cli import flag
 
 DEFAULTS_NOTE = (
     "defaults are the lecture's: MNIST, d=20, hidden=d^2, BCE+KL, Adam 1e-3, batch 256, 10 epochs"
 )
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+def text_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from a text parser of :mod:`vaelab.config`: the parser's
+    ValueError becomes argparse's one-line message."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def sigma_value(text: str) -> float | str:
-    """A positive number or the word 'learned' (--gaussian-sigma)."""
-    if text == "learned":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'learned', got {text!r}") from None
+int_list = text_type(config.int_list)
+SIMPLE_TYPES = {"int": int, "float": float}  # the annotations that say how to read text
+
+
+def add_field_argument(g: argparse._ActionsContainer, field: dataclasses.Field) -> None:
+    """The flag of one TrainConfig field (``latent_dim`` -> ``--latent-dim``), from its
+    annotation and its metadata (see :func:`vaelab.config.setting`)."""
+    meta = field.metadata
+    base = field.type.split(" | ")[0]  # "int | None" -> "int" (annotations are text here)
+    kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
+    if base == "bool":
+        kwargs["action"] = "store_true"
+    elif "parse" in meta:
+        kwargs["type"] = text_type(meta["parse"])
+    elif base in SIMPLE_TYPES:
+        kwargs["type"] = SIMPLE_TYPES[base]
+    kwargs.update({k: meta[k] for k in ("metavar", "choices") if k in meta})
+    kwargs["help"] = meta["help"].format(default=field.default)
+    g.add_argument(flag(field.name), **kwargs)
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Training flags. Defaults are SUPPRESSed so that only flags the user gave reach the
-    config (and --resume can tell which settings were asked to change)."""
-    import dataclasses
-    import types
-
-    from vaelab.config import TrainConfig
-
-    # The defaults without building a TrainConfig (its validation imports torch).
-    d = types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(TrainConfig)})
+    """Training flags: one per TrainConfig field, in its group, plus the flags of the run
+    rather than its settings. Defaults are SUPPRESSed so that only flags the user gave
+    reach the config (and --resume can tell which settings were asked to change)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(config.TrainConfig):
+        title = field.metadata["group"]
+        if title not in groups:
+            groups[title] = p.add_argument_group(title)
+        add_field_argument(groups[title], field)
     S = argparse.SUPPRESS
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        default=S,
-        help=f"mnist, fashion-mnist, an IDX folder or an .npz (default {d.dataset})",
-    )
-    g.add_argument(
-        "--data-dir", default=S, help="look here first for the data files (also $VAELAB_DATA)"
-    )
-    g.add_argument(
-        "--limit",
-        type=int,
-        default=S,
-        metavar="N",
-        help="train on the first N training images only",
-    )
-    g.add_argument(
-        "--binarize",
-        default=S,
-        choices=["none", "dynamic", "static"],
-        help="Bernoulli-binarised pixels: dynamic re-samples each batch (default none)",
-    )
-    g = p.add_argument_group("model and loss")
-    g.add_argument(
-        "--model", default=S, help=f"model name, see `vaelab models` (default {d.model})"
-    )
-    g.add_argument(
-        "--latent-dim",
-        type=int,
-        default=S,
-        metavar="D",
-        help=f"latent size d (default {d.latent_dim})",
-    )
-    g.add_argument("--hidden", type=int, default=S, metavar="H", help="hidden units (default d^2)")
-    g.add_argument(
-        "--recon",
-        default=S,
-        choices=["bce", "mse"],
-        help="the lecture's reconstruction loss: bce, or mse = 0.5 * squared error (default bce)",
-    )
-    g.add_argument(
-        "--likelihood",
-        default=S,
-        choices=["bernoulli", "continuous-bernoulli", "gaussian"],
-        help="p(x|z) instead of --recon: bernoulli (= bce), continuous-bernoulli (a density "
-        "on [0, 1]), gaussian (normalised, mean sigmoid(logits))",
-    )
-    g.add_argument(
-        "--gaussian-sigma",
-        type=sigma_value,
-        default=S,
-        metavar="S|learned",
-        help="the gaussian likelihood's scale: a fixed number (default 1) or 'learned'",
-    )
-    g.add_argument(
-        "--beta", type=float, default=S, help=f"weight of the KL term (default {d.beta:g})"
-    )
-    g.add_argument(
-        "--kl-warmup",
-        type=float,
-        default=S,
-        metavar="EPOCHS",
-        help="anneal the KL weight linearly from 0 to beta over EPOCHS epochs (default 0: off)",
-    )
-    g.add_argument(
-        "--objective",
-        default=S,
-        choices=["elbo", "iwae"],
-        help="training bound: elbo, or iwae, the importance-weighted bound (default elbo)",
-    )
-    g.add_argument(
-        "--iw-k",
-        type=int,
-        default=S,
-        metavar="K",
-        help="importance samples of --objective iwae (default 5; K=1 is the ELBO)",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=S, help=f"Adam learning rate (default {d.lr:g})")
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=S,
-        metavar="B",
-        help=f"batch size (default {d.batch_size})",
-    )
-    g.add_argument(
-        "--epochs",
-        type=int,
-        default=S,
-        metavar="E",
-        help=f"training epochs after epoch 0 (default {d.epochs})",
-    )
-    g.add_argument("--seed", type=int, default=S, help=f"random seed (default {d.seed})")
-    g.add_argument(
-        "--device", default=S, choices=["auto", "cpu", "cuda"], help="where to train (default auto)"
-    )
-    g.add_argument(
-        "--precision",
-        default=S,
-        choices=["fp32", "bf16"],
-        help="bf16: bfloat16 matmuls under autocast, fp32 weights and losses; about 2x faster "
-        "on CPUs with AVX512-BF16/AMX and on GPUs (default fp32)",
-    )
-    g.add_argument(
-        "--compile",
-        action="store_true",
-        default=S,
-        help="torch.compile the training step (slow to start; needs a C++ compiler on CPU)",
-    )
-    g.add_argument(
+    groups[config.OPTIMISATION].add_argument(
         "--nproc",
         type=int,
         default=S,
@@ -158,43 +70,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="train in N processes with torch.distributed (DDP; gloo on CPU, NCCL on GPU), "
         "as torchrun --nproc-per-node N -m vaelab train ... does; --batch-size stays global",
     )
-    g.add_argument(
-        "--grad-clip",
-        type=float,
-        default=S,
-        metavar="NORM",
-        help="clip the gradient's global norm (default: no clipping)",
-    )
-    g = p.add_argument_group("run directory")
+    g = groups[config.RUN]
     g.add_argument(
         "--out", default=S, metavar="RUN", help="run directory to create (default runs/<timestamp>)"
     )
     g.add_argument(
         "--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint"
     )
-    g.add_argument(
-        "--embed-epochs",
-        type=int_list,
-        default=S,
-        metavar="LIST",
-        help="epochs whose test-set latents are cached (default 0,5,10 that run, and the last)",
-    )
-    g.add_argument(
-        "--keep-every",
-        type=int,
-        default=S,
-        metavar="N",
-        help="also keep a resumable checkpoint every N epochs (checkpoints/epoch-NNN.pt)",
-    )
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     g.add_argument(
         "--report", action="store_true", default=S, help="write RUN/report.html at the end"
-    )
-    g.add_argument(
-        "--tensorboard",
-        action="store_true",
-        default=S,
-        help="also log losses and images per epoch to RUN/tb/ (needs vaelab[tensorboard])",
     )
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vaelab.config import BINARIZE_CHOICES, check_choice
 from vaelab.data.datasets import Dataset, binarize_fixed
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError, VaelabError
 from vaelab.evaluation.bounds import active_units, autoencoder_terms, iwae_estimate
 from vaelab.fileio import atomic_write_json
 from vaelab.models import LatentModel
@@ -79,17 +80,20 @@ def split_images(data: Dataset, split: str, mode: str) -> Tensor:
 def check_arguments(
     iw_samples: int, batch_size: int, n_samples: int, binarize: str | None, split: str
 ) -> None:
-    """One VaelabError naming the first bad evaluation argument."""
+    """One SettingError naming the first bad evaluation argument."""
     if not isinstance(iw_samples, int) or iw_samples < 1:
-        raise VaelabError(f"--iw-samples must be a positive integer, got {iw_samples!r}")
+        raise SettingError(
+            "{iw_samples} must be a positive integer, got {value!r}", value=iw_samples
+        )
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise VaelabError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        raise SettingError(
+            "{batch_size} must be a positive integer, got {value!r}", value=batch_size
+        )
     if not isinstance(n_samples, int) or n_samples < 2:
-        raise VaelabError(f"--n-samples must be an integer >= 2, got {n_samples!r}")
-    if binarize not in (None, "none", "dynamic", "static"):
-        raise VaelabError(f"unknown --binarize {binarize!r}; choose none, dynamic or static")
-    if split not in SPLITS:
-        raise VaelabError(f"unknown --split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise SettingError("{n_samples} must be an integer >= 2, got {value!r}", value=n_samples)
+    if binarize is not None:
+        check_choice("binarize", binarize, BINARIZE_CHOICES)
+    check_choice("split", split, SPLITS)
 
 
 def likelihood_fields(

@@ -241,14 +241,14 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
 
     @app.get("/report.html", include_in_schema=False)
     def report() -> FileResponse:
-        path = ex.run.path / "report.html"
+        path = ex.run.paths.report
         if not path.is_file():
             raise HTTPException(404, "this run has no report.html (vaelab report RUN writes it)")
         return FileResponse(path, media_type="text/html", headers=REPORT_HEADERS)
 
     @app.get("/api/info", summary="Run settings, headline metrics and shapes")
     def get_info() -> dict[str, Any]:
-        return dict(info, has_report=(ex.run.path / "report.html").is_file())
+        return dict(info, has_report=ex.run.paths.report.is_file())
 
     @app.get("/api/map", response_model=MapResponse, summary="The 2-D map of the test set")
     def get_map() -> Response:

@@ -186,8 +186,8 @@ class Explorer:
             "classes": list(self.classes),
             "config": {k: v for k, v in run.meta["config"].items()},
             "metrics": headline,
-            "evaluation": _evaluation_numbers(run.path / "eval.json"),
-            "has_report": (run.path / "report.html").is_file(),
+            "evaluation": _evaluation_numbers(run.paths.eval),
+            "has_report": run.paths.report.is_file(),
             "versions": {k: v for k, v in run.meta.items() if k.endswith("version")},
         }
 

@@ -12,13 +12,13 @@ it. The trainer then:
 - lets rank 0 alone write files; every rank reads checkpoints when resuming.
 
 The backend is NCCL on GPUs and gloo on CPUs. A rank that fails ends the job: torchrun
-stops the others, and ``launch`` turns that into one line and the failed rank's exit code.
+stops the others, and ``launch`` turns that into a RankFailedError: one line and the failed
+rank's exit code.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from vaelab.errors import RankFailedError, VaelabError
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,6 @@ def gather_objects(obj: Any, world: World) -> list[Any]:
     return out
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether ``exc`` says that another rank went away (so it is not this rank's bug)."""
     text = str(exc)
@@ -123,8 +120,6 @@ def failpoint(world: World) -> None:
     """``VAELAB_FAILPOINT_FAIL_RANK=R`` makes rank R fail before its first step: how the
     tests check that one failed rank ends the whole job."""
     if os.environ.get("VAELAB_FAILPOINT_FAIL_RANK") == str(world.rank) and world.distributed:
-        from vaelab.errors import VaelabError
-
         raise VaelabError(f"rank {world.rank} failed on purpose (VAELAB_FAILPOINT_FAIL_RANK)")
 
 
@@ -144,7 +139,8 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m vaelab ARGV`` in ``nproc`` processes on this machine, exactly as
     ``torchrun --standalone --nproc-per-node NPROC -m vaelab ARGV`` does; returns the exit
-    code (that of the first failed rank, with one line on stderr naming it)."""
+    code (0, or 128 + the signal that stopped the ranks). A failed rank raises
+    RankFailedError, which names it and carries its exit code."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -158,11 +154,10 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         rank, failure = exc.get_first_failure()  # the earliest: the cause, not the echo
         code = failure.exitcode
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        sys.stderr.write(
-            f"vaelab: error: rank {rank} of {nproc} {how}; the other ranks were stopped "
-            "(its own error is above)\n"
-        )
-        return code if code > 0 else 1
+        raise RankFailedError(
+            f"rank {rank} of {nproc} {how}; the other ranks were stopped (its own error is above)",
+            exit_code=code if code > 0 else 1,
+        ) from None
     except SignalException as exc:  # SIGINT/SIGTERM: the ranks stopped cleanly and said so
         return 128 + int(exc.sigval)
     return 0

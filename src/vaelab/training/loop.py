@@ -137,7 +137,7 @@ def set_up(
     config, paths = state.config, RunPaths(state.root)
     log = log if world.is_main else (lambda _msg: None)
     # First, so a missing optional extra is reported before any data is read.
-    tracker = open_tracker(config.tensorboard and world.is_main, paths.root)
+    tracker = open_tracker(config.tensorboard and world.is_main, paths.tensorboard)
     data = prepare_data(config, data, state.meta["data"]["sha256"] if state.meta else None)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, input_shape=data.input_shape, **config.to_dict()).to(dev)

@@ -17,20 +17,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError
+from vaelab.viz.analysis import prior_samples
 
 N_SAMPLES = 64
-SAMPLE_SEED = 0  # the same z every epoch, so the grid shows the decoder change
 
 
 def require_tensorboard() -> None:
-    """Raise a one-line VaelabError when the tensorboard extra is missing."""
+    """Raise a one-line SettingError (naming the tensorboard setting) when the extra is missing."""
     try:
         import tensorboard  # noqa: F401
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise VaelabError(
-            "--tensorboard needs the optional extra: pip install 'vaelab[tensorboard]'"
+        raise SettingError(
+            "{tensorboard} needs the optional extra: pip install 'vaelab[tensorboard]'"
         ) from None
 
 
@@ -68,8 +68,8 @@ class TensorBoardTracker(NullTracker):
         mu, _ = model.encode(shown)
         pairs = np.concatenate([shown.flatten(1).cpu().numpy(), model.decode(mu).cpu().numpy()])
         self._image("reconstructions", _mosaic(pairs, shape, len(shown)), epoch)
-        z = torch.randn(N_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(0))
-        samples = model.decode(z.to(shown.device)).float().cpu().numpy()
+        # the same z every epoch (seed 0): only the decoder changes
+        samples = prior_samples(model, N_SAMPLES, seed=0)
         self._image("prior_samples", _mosaic(samples, shape, 8), epoch)
         self.writer.flush()
 
@@ -81,6 +81,6 @@ class TensorBoardTracker(NullTracker):
         self.writer.close()
 
 
-def open_tracker(enabled: bool, root: Path) -> NullTracker:
+def open_tracker(enabled: bool, log_dir: Path) -> NullTracker:
     """A TensorBoard tracker writing to ROOT/tb when ``enabled``, else one that does nothing."""
-    return TensorBoardTracker(Path(root) / "tb") if enabled else NullTracker()
+    return TensorBoardTracker(log_dir) if enabled else NullTracker()

@@ -19,15 +19,17 @@ recomputed when the requested points differ from the cached ones.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import torch
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError, VaelabError
 from vaelab.losses import gaussian_kl_per_dim
 from vaelab.models import LatentModel
+from vaelab.run import RunPaths
 
 EMBED_METHODS = ("tsne", "pca")
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -50,9 +52,11 @@ def prior_samples(
     N(0, T^2 I) for the lecture's VAE): (n, D) pixel means on the CPU (lecture section
     6.2). Drawn in batches from one generator seeded with ``seed``."""
     if n <= 0:
-        raise VaelabError(f"--n must be a positive integer, got {n}")
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
     if not math.isfinite(temperature) or temperature <= 0:
-        raise VaelabError(f"--temperature must be a positive number, got {temperature}")
+        raise SettingError(
+            "{temperature} must be a positive number, got {value}", value=temperature
+        )
     model.eval()
     dev = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
@@ -81,7 +85,7 @@ def path_weights(steps: int) -> np.ndarray:
         [0.0, 0.25, 0.5, 0.75, 1.0]
     """
     if steps < 2:
-        raise VaelabError(f"--steps must be at least 2, got {steps}")
+        raise SettingError("{steps} must be at least 2, got {value}", value=steps)
     return np.linspace(0.0, 1.0, steps)
 
 
@@ -241,7 +245,7 @@ def embed_2d(x: np.ndarray, method: str = "tsne") -> np.ndarray:
 
 
 def embedding_file(root: Path, epoch: int, method: str) -> Path:
-    return Path(root) / "embeddings" / f"epoch-{epoch:03d}-{method}.npz"
+    return RunPaths(root).embedding_file(epoch, method)
 
 
 def read_embedding(path: Path, n_test: int | None = None) -> dict[str, np.ndarray] | None:
@@ -274,12 +278,17 @@ def cached_embedding(
 ) -> dict[str, np.ndarray]:
     """The 2-D embedding of the first ``n`` cached test means at ``epoch``: read from
     RUN/embeddings/ when it holds exactly those points, otherwise computed and written
-    there (format in the module docstring). An unwritable run only skips the cache."""
+    there (format in the module docstring). An unwritable run only skips the cache (with a
+    note on stderr)."""
     total = len(latents["mu"])
     if n <= 0:
-        raise VaelabError(f"--n must be a positive integer, got {n}")
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
     if n > total:
-        raise VaelabError(f"--n {n} is more than the {total} cached test points; use --n {total}")
+        raise SettingError(
+            "{n} {value} is more than the {total} cached test points; use {n} {total}",
+            value=n,
+            total=total,
+        )
     indices = np.arange(n, dtype=np.int64)
     path = embedding_file(root, epoch, method)
     cached = read_embedding(path)  # None when missing or damaged: recomputed
@@ -294,8 +303,8 @@ def cached_embedding(
         from vaelab.fileio import atomic_write
 
         atomic_write(path, lambda f: np.savez(f, **out))
-    except OSError:
-        pass
+    except OSError as exc:  # the embedding is still returned; only the next call pays again
+        print(f"vaelab: note: could not cache the embedding in {path}: {exc}", file=sys.stderr)
     return out
 
 
@@ -327,7 +336,7 @@ def bubbles(latents: dict[str, np.ndarray], dims: list[int], n: int) -> dict[str
     """Each of the first ``n`` test points' posterior in two latent dimensions:
     ``mu`` (n, 2), ``sigma`` (n, 2) (zeros for a plain autoencoder), ``labels`` (n,)."""
     if n <= 0:
-        raise VaelabError(f"--n must be a positive integer, got {n}")
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
     mu = latents["mu"][:n, dims]
     logvar = latents["logvar"][:n, dims]
     sigma = np.where(np.isfinite(logvar), np.exp(0.5 * logvar), 0.0)
@@ -345,7 +354,7 @@ def grid_values(grid: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
         [-0.5978, 0.5978]
     """
     if grid < 2:
-        raise VaelabError(f"--grid must be at least 2, got {grid}")
+        raise SettingError("{grid} must be at least 2, got {value}", value=grid)
     normal = NormalDist()
     return np.array([normal.inv_cdf(p) for p in np.linspace(lo, hi, grid)])
 

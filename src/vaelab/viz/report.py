@@ -207,7 +207,7 @@ def build_report(
     """Write RUN/report.html (or ``out``): every figure of the lecture for one run, the
     settings, the metrics and eval.json. The figures are (re)made into RUN/figures/."""
     run = load_run(run_path)
-    target = _out_file(Path(out) if out is not None else run.path / "report.html")
+    target = _out_file(Path(out) if out is not None else run.paths.report)
     t0 = time.perf_counter()
     sections = [("settings", "Settings", table(_settings(run), ["setting", "value"]))]
     for anchor, heading, paths in _report_figures(run, method, n_embed, log):
@@ -216,7 +216,7 @@ def build_report(
         if anchor == "losses":
             inner += _metrics_table(run)
         sections.append((anchor, heading, inner))
-    eval_path = run.path / "eval.json"
+    eval_path = run.paths.eval
     if eval_path.is_file():
         try:
             rows = flatten(json.loads(eval_path.read_text()))
