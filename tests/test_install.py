@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 try:
@@ -51,20 +52,35 @@ def test_lock_pins_every_dependency_and_no_cuda_package():
 
 
 def test_installed_versions_are_the_locked_ones():
-    """What the Makefile installed is what the lock says (pins for this Python only)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """What `make install-dev` installed (vaelab[serve,tensorboard,dev] and everything it
+    pulls in) is in the lock, at the version the lock gives for this Python."""
+    from importlib.metadata import PackageNotFoundError, distribution
 
-    wrong = []
-    for pin in lock_pins():
-        if pin.marker is not None and not pin.marker.evaluate():
+    locked = {
+        canonicalize_name(p.name): p.specifier
+        for p in lock_pins()
+        if p.marker is None or p.marker.evaluate()
+    }
+    wanted, seen, wrong = [("vaelab", {"serve", "tensorboard", "dev"})], {}, []
+    while wanted:
+        name, extras = wanted.pop()
+        key = canonicalize_name(name)
+        if key in seen and extras <= seen[key]:
             continue
+        seen[key] = seen.get(key, set()) | extras
         try:
-            installed = version(pin.name)
+            dist = distribution(name)
         except PackageNotFoundError:
-            continue  # an extra this venv does not have
-        if not pin.specifier.contains(installed, prereleases=True):
-            wrong.append(f"{pin.name} {installed} (locked {pin.specifier})")
-    assert not wrong, f"run make install-dev: {wrong}"
+            wrong.append(f"{name} is not installed")
+            continue
+        if key != "vaelab" and not locked.get(key, SpecifierSet("==0")).contains(
+            dist.version, prereleases=True
+        ):
+            wrong.append(f"{name} {dist.version} (locked: {locked.get(key, 'not at all')})")
+        for req in map(Requirement, dist.requires or []):
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+                wanted.append((req.name, set(req.extras)))
+    assert not wrong, f"make install-dev installs the lock; this venv differs: {wrong}"
 
 
 def _vaelab_entries(site: Path) -> dict[str, float]:
