@@ -16,7 +16,7 @@ from vaelab.training.tracking import (
 
 
 def test_off_means_a_tracker_that_does_nothing(tmp_path):
-    tracker = open_tracker(False, tmp_path)
+    tracker = open_tracker(False, tmp_path / "tb")
     assert type(tracker) is NullTracker
     tracker.log_epoch(0, {}, None, None)
     tracker.close()
@@ -28,7 +28,7 @@ def test_scalars_and_images_are_logged(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = build_model("vae", input_shape=(1, 8, 8), latent_dim=2, hidden=8).eval()
-    tracker = open_tracker(True, tmp_path)
+    tracker = open_tracker(True, tmp_path / "tb")  # RunPaths.tensorboard in a run
     assert isinstance(tracker, TensorBoardTracker)
     for epoch in (0, 1):
         row = {"epoch": epoch, "train_loss": None if epoch == 0 else 50.0, "test_loss": 40.0}
