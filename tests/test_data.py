@@ -131,7 +131,7 @@ def test_nan_and_empty_and_range(tmp_path):
         D.load_dataset(str(empty))
     wide = tmp_path / "wide.npz"
     np.savez(wide, x_train=np.array([[0.0, 3.0]]), x_test=np.array([[0.5, 0.5]]))
-    with pytest.raises(VaelabError, match="--recon mse"):
+    with pytest.raises(VaelabError, match="use recon mse"):  # the CLI spells it --recon
         D.check_unit_range(D.load_dataset(str(wide)))
 
 

@@ -28,7 +28,7 @@ from vaelab.data.sources import (
     read_idx_folder,
     sha256_hex,
 )
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError, VaelabError
 
 
 @dataclass
@@ -54,9 +54,12 @@ class Dataset:
         if n is None:
             return self
         if n > len(self.x_train):
-            raise VaelabError(
-                f"--limit {n} is larger than the {len(self.x_train)} training images "
-                f"of {self.name}; use a smaller --limit or leave it out"
+            raise SettingError(
+                "{limit} {n} is larger than the {total} training images of {name}; use a "
+                "smaller {limit} or leave it out",
+                n=n,
+                total=len(self.x_train),
+                name=self.name,
             )
         return Dataset(
             self.name,
@@ -252,9 +255,10 @@ def prepare_data(
     ``binarize`` overrides) and checked to suit the likelihood's range."""
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
     if recorded_sha256 and recorded_sha256 != data.sha256:
-        raise VaelabError(
-            f"the data {config.dataset!r} differs from what the run was trained on "
-            "(checksum differs); pass the run's data (--data-dir) or train a new run"
+        raise SettingError(
+            "the data {value!r} differs from what the run was trained on (checksum differs); "
+            "pass the run's data ({data_dir}) or train a new run",
+            value=config.dataset,
         )
     data = binarize_dataset(data.limited(config.limit), binarize or config.binarize, config.seed)
     if config.needs_unit_range:
@@ -267,8 +271,12 @@ def check_unit_range(data: Dataset) -> None:
     for split, x in (("train", data.x_train), ("test", data.x_test)):
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
-            raise VaelabError(
-                f"{data.name}: {split} values span [{lo:g}, {hi:g}] but Bernoulli-type "
-                "likelihoods (--recon bce, continuous-bernoulli, --binarize) need values in "
-                "[0, 1]; rescale the data or use --recon mse"
+            raise SettingError(
+                "{name}: {split} values span [{lo:g}, {hi:g}] but Bernoulli-type likelihoods "
+                "({recon} bce, continuous-bernoulli, {binarize}) need values in [0, 1]; "
+                "rescale the data or use {recon} mse",
+                name=data.name,
+                split=split,
+                lo=lo,
+                hi=hi,
             )

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.config import TrainConfig
-from vaelab.errors import DivergenceError, VaelabError
+from vaelab.errors import DivergenceError, SettingError
 from vaelab.models import LatentModel
 from vaelab.objectives import objective_terms
 from vaelab.training.distributed import World
@@ -26,7 +26,9 @@ def select_device(name: str, world: World = World()) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise VaelabError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+        raise SettingError(
+            "{device} cuda asked for, but PyTorch sees no CUDA GPU; use {device} cpu"
+        )
     if name == "cuda" and world.distributed:
         return torch.device("cuda", world.local_rank)
     return torch.device(name)
