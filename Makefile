@@ -15,7 +15,7 @@ EXTRAS := serve,tensorboard
 APT_RUNTIME := dataset-fashion-mnist g++
 APT_TEST := chromium
 
-.PHONY: install install-dev runtime-deps system-deps lock demo test bench lint format clean notebook notebook-strip docs
+.PHONY: install install-dev runtime-deps system-deps lock demo test bench gpu-bundle lint format clean notebook notebook-strip docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -110,6 +110,16 @@ docs: $(VENV)/.installed-docs  ## the documentation site into site/ (mkdocs buil
 
 bench: install  ## training speed: reference data path vs vaelab, scaling tables (docs/benchmarks.md)
 	$(BIN)/python benchmarks/train_speed.py --compile --write-docs
+
+# What benchmarks/gpu.sh needs on a GPU machine without the network: MNIST's IDX files
+# (gzipped, about 11 MB) in .gpu/data/mnist/ (git-ignored; carry .gpu there).
+gpu-bundle: install  ## MNIST for benchmarks/gpu.sh on a machine without the network
+	mkdir -p .gpu/data/mnist
+	$(BIN)/vaelab data --dataset mnist >/dev/null
+	$(BIN)/python -c "import gzip, shutil, sys; from vaelab.data.sources import cache_dir; \
+	[shutil.copyfileobj(open(p, 'rb'), gzip.open(f'.gpu/data/mnist/{p.name}.gz', 'wb')) \
+	 for p in sorted((cache_dir() / 'mnist').iterdir()) if not p.name.endswith('.gz')]"
+	@du -sh .gpu/data
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks docs/hooks notebooks

@@ -81,6 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.eval_seed,
         progress=not args.quiet,
         log=log,
+        n_images=args.n_images,
     )
     print(format_result(result))
     log(f"wrote {args.run.rstrip('/')}/eval.json")
@@ -158,6 +159,13 @@ def register(command) -> None:
     )
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="(default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    p.add_argument(
+        "--n-images",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="score only the first N images of the split: a quick estimate (default: all)",
+    )
     add_eval_arguments(p, "--batch-size")
 
     p = command("classifier", None, "the digit classifier that scores prior samples")
