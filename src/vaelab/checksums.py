@@ -105,7 +105,7 @@ def parse_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        if f'"{CHECKSUM_KEY}": "sha256:' in text:
+        if f'"{CHECKSUM_KEY}"' in text or '"sha256:' in text:  # one flip cannot hide both
             raise DamagedFileError(where, f"not valid JSON any more ({exc})") from None
         raise
 

@@ -33,11 +33,13 @@ LOCK_NAME = ".lock"
 
 def command_line() -> str:
     """This process's command, as a person would type it (``vaelab train ...``)."""
-    argv = list(sys.argv) or ["python"]
+    argv = list(sys.argv) or [""]
     name = Path(argv[0]).name
-    if name == "__main__.py":  # python -m vaelab
-        name = Path(argv[0]).parent.name
-    text = shlex.join([name, *argv[1:]])
+    if name == "__main__.py":
+        name = f"python -m {Path(argv[0]).parent.name}"
+    elif name in ("-c", "-m", ""):
+        name = f"python {name}".strip()
+    text = " ".join([name, shlex.join(argv[1:])]).strip().replace("\n", " ")
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -218,14 +218,14 @@ def resume_advice(root: Path | str) -> str:
     parts = []
     if full is not None:
         parts.append(
-            f"the newest intact resumable checkpoint is {full.path.name} (epoch {full.epoch}); "
-            f"continue from it, exactly, with: vaelab train --resume {root} --from-epoch "
-            f"{full.epoch}"
+            f"the newest intact resumable checkpoint is checkpoints/{full.path.name} (epoch "
+            f"{full.epoch}); continue from it, exactly, with: vaelab train --resume {root} "
+            f"--from-epoch {full.epoch}"
         )
     if newer is not None:
         parts.append(
-            f"{newer.path.name} (epoch {newer.epoch}) holds weights only: --from-epoch "
-            f"{newer.epoch} continues from them with a fresh optimiser state, which will not "
-            "match an uninterrupted run bit for bit"
+            f"checkpoints/{newer.path.name} (epoch {newer.epoch}) holds weights only: "
+            f"--from-epoch {newer.epoch} continues from them with a fresh optimiser state, "
+            "which will not match an uninterrupted run bit for bit"
         )
     return "; ".join(parts) or "no intact checkpoint is left to continue from"

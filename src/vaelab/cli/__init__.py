@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.func(args)
         except OSError as exc:  # a disk that refused a write outside vaelab.fileio
-            if (failed := storage_error(exc)) is None:
+            where = exc.filename or getattr(args, "out", None) or getattr(args, "run", None)
+            if (failed := storage_error(exc, where)) is None:
                 raise
             raise failed from None
     except VaelabError as exc:
