@@ -250,7 +250,7 @@ def test_a_second_writer_is_refused_while_the_first_trains(npz, reference, forks
     second is refused with the first's PID (exit 2); the first ends as if alone: one
     metrics row per epoch and the uninterrupted run's weights."""
     out = tmp_path / "run"
-    slow = {fileio.FAILPOINT_WRITE_DELAY: "0.3"}  # every write takes 0.3 s longer
+    slow = {fileio.FAILPOINT_WRITE_DELAY: "0.5"}  # every write takes 0.5 s longer
     first = forkserver("--dataset", str(npz), *ARGS, "--out", str(out), env=slow)
     lock = out / ".lock"
     while first.is_alive() and not (RunPaths(out).config.exists() and lock.exists()):
@@ -323,7 +323,7 @@ def test_disk_full_during_a_checkpoint_write_then_resume_is_bit_identical(
     from vaelab.training import loop
 
     args = tiny_cli_args(tiny_npz, 4)
-    assert call_cli(capsys, "train", *args, "--out", tmp_path / "ref")[0] == 0
+    assert call_cli(capsys, "train", *args, "--out", small_disk.root / "ref")[0] == 0
     out = small_disk.root / "run"
     real, calls = loop.atomic_write_bytes, []
 
@@ -345,7 +345,7 @@ def test_disk_full_during_a_checkpoint_write_then_resume_is_bit_identical(
     small_disk.free()
     code, _, err = call_cli(capsys, "train", "--resume", out, "--quiet")
     assert code == 0, err
-    assert_same_weights(tmp_path / "ref", out)
+    assert_same_weights(small_disk.root / "ref", out)
     assert [r["epoch"] for r in read_metrics(RunPaths(out).metrics)] == list(range(5))
     assert call_cli(capsys, "verify", out)[0] == 0
 
@@ -359,7 +359,7 @@ def test_disk_full_during_a_metrics_append_then_resume_is_bit_identical(
     from vaelab.training import epoch_end
 
     args = tiny_cli_args(tiny_npz, 14)
-    assert call_cli(capsys, "train", *args, "--out", tmp_path / "ref")[0] == 0
+    assert call_cli(capsys, "train", *args, "--out", small_disk.root / "ref")[0] == 0
     out = small_disk.root / "run"
     real, failed = epoch_end.append_metrics, []
 
@@ -384,7 +384,7 @@ def test_disk_full_during_a_metrics_append_then_resume_is_bit_identical(
     small_disk.free()
     code, _, err = call_cli(capsys, "train", "--resume", out, "--quiet")
     assert code == 0, err
-    assert_same_weights(tmp_path / "ref", out)
+    assert_same_weights(small_disk.root / "ref", out)
     assert [r["epoch"] for r in read_metrics(paths.metrics)] == list(range(15))
 
 

@@ -43,15 +43,17 @@ def seal_zip(data: bytes) -> bytes:
     with its SHA-256 in the archive comment."""
     if len(data) < 22 or data[-22:-18] != _EOCD or data[-2:] != b"\0\0":
         raise ValueError("not a zip archive without a comment")
-    head = data[:-2] + _COMMENT.to_bytes(2, "little")
-    return head + _PREFIX + hashlib.sha256(head).hexdigest().encode() + b"\n"
+    body, length = memoryview(data)[:-2], _COMMENT.to_bytes(2, "little")  # no copies
+    digest = hashlib.sha256(body)
+    digest.update(length)
+    return b"".join([body, length, _PREFIX, digest.hexdigest().encode(), b"\n"])
 
 
 def check_zip(data: bytes, path: Path | str) -> bool:
     """True if ``data`` carries an intact checksum, False if it carries none (an older
     vaelab, or not a vaelab file: its loader decides); DamagedFileError if the checksum
     does not match or is itself damaged."""
-    comment, head = data[-_COMMENT:], data[:-_COMMENT]
+    comment, head = data[-_COMMENT:], memoryview(data)[:-_COMMENT]
     marked = comment.startswith(_PREFIX)
     framed = head[-22:-18] == _EOCD and head[-2:] == _COMMENT.to_bytes(2, "little")
     if not (marked or framed):
