@@ -58,12 +58,11 @@ def check_zip(data: bytes, path: Path | str) -> bool:
     framed = head[-22:-18] == _EOCD and head[-2:] == _COMMENT.to_bytes(2, "little")
     if not (marked or framed):
         return False
-    digest = comment[len(_PREFIX) : -1].decode("ascii", "replace")
-    if not (
-        marked and framed and comment.endswith(b"\n") and _DIGEST.fullmatch(f"sha256:{digest}")
-    ):
+    recorded = comment[len(_PREFIX) : -1].decode("ascii", "replace")
+    well_formed = comment.endswith(b"\n") and _DIGEST.fullmatch(f"sha256:{recorded}")
+    if not (marked and framed and well_formed):
         raise DamagedFileError(path, "its checksum record (the zip comment) is damaged")
-    if hashlib.sha256(head).hexdigest() != digest:
+    if hashlib.sha256(head).hexdigest() != recorded:
         raise DamagedFileError(path, MISMATCH)
     return True
 
