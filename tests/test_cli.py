@@ -169,6 +169,22 @@ def test_divergence_exit_code_3(capsys, tmp_path, tiny_npz):
     assert_one_line_error(code, err, expected_code=3, match="diverged")
 
 
+def test_a_full_disk_in_a_figure_command_is_exit_4(capsys, finished_cli_run, monkeypatch):
+    """A write the disk refuses outside vaelab's own writers (matplotlib's savefig) is
+    still one line and exit 4, not an internal error."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    code, _, err = call(capsys, "sample", str(finished_cli_run), "--n", "4")
+    assert_one_line_error(code, err, expected_code=4, match="no space left on device")
+    assert f"while writing {finished_cli_run}" in err
+
+
 def test_models_and_data_commands(capsys):
     code, out, _ = call(capsys, "models")
     assert code == 0 and out.startswith("vae")

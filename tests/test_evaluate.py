@@ -8,6 +8,7 @@ from torch import nn
 
 from conftest import call_cli as call
 from conftest import make_arrays, train_tiny_run
+from vaelab.checksums import read_json
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.evaluation.bounds import active_units, iwae_estimate
@@ -175,8 +176,8 @@ def tmp_cache(tmp_path, monkeypatch):
 def test_evaluate_run_writes_eval_json(tiny_runs, tmp_cache):
     logs = []
     result = evaluate_run(tiny_runs["vae"], iw_samples=20, n_samples=200, log=logs.append)
-    saved = json.loads((tiny_runs["vae"] / "eval.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    saved, sealed = read_json(tiny_runs["vae"] / "eval.json")  # its checksum checked
+    assert sealed and saved == json.loads(json.dumps(result))
     assert result["iw_samples"] == 20 and result["split"] == "test" and result["n_images"] == 64
     assert result["nll_iwae"] <= result["neg_elbo"] + 1.0
     assert result["neg_elbo"] == pytest.approx(result["recon"] + result["kl"])

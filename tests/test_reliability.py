@@ -1,8 +1,10 @@
-"""Crash safety: SIGKILL at random moments (some mid-checkpoint), SIGINT/SIGTERM, disk
-full; every time, resuming gives the uninterrupted run's weights bit for bit."""
+"""Crash safety: SIGKILL at random moments (some mid-checkpoint), SIGINT/SIGTERM, a disk
+that fills during a checkpoint write or a metrics append, a second writer; every time,
+resuming gives the uninterrupted run's weights bit for bit."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -16,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_arrays
+from conftest import assert_one_line_error, call_cli, make_arrays
 from vaelab import fileio
+from vaelab.checksums import sealed_line
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
@@ -50,9 +53,11 @@ def start(*args: str, env: dict | None = None) -> subprocess.Popen:
     )
 
 
-def _train_child(argv: list[str], env: dict[str, str]) -> None:
+def _train_child(argv: list[str], env: dict[str, str], stderr: str | None = None) -> None:
     """Runs in a process forked from a forkserver that has vaelab imported already."""
     os.environ.update(env)
+    if stderr is not None:
+        os.dup2(os.open(stderr, os.O_WRONLY | os.O_CREAT, 0o644), 2)
     torch.set_num_threads(1)
     from vaelab.cli import main
 
@@ -69,8 +74,9 @@ def forkserver():
         ["torch", "vaelab.cli", "vaelab.cli.train", "vaelab.training.loop", "vaelab.viz.plots"]
     )
 
-    def launch(*argv: str, env: dict | None = None):
-        proc = ctx.Process(target=_train_child, args=(list(argv), env or {}))
+    def launch(*argv: str, env: dict | None = None, stderr: Path | None = None):
+        stderr = None if stderr is None else str(stderr)
+        proc = ctx.Process(target=_train_child, args=(list(argv), env or {}, stderr))
         proc.start()
         return proc
 
@@ -239,27 +245,176 @@ def test_grad_clip_bounds_the_update(tmp_path, tiny):
         TrainConfig(grad_clip=0)
 
 
-def test_disk_full_while_checkpointing_keeps_the_last_good_one(tmp_path, tiny, monkeypatch):
-    config = TrainConfig(dataset="tiny", latent_dim=2, hidden=8, epochs=3, embed_epochs=[0])
+def test_a_second_writer_is_refused_while_the_first_trains(npz, reference, forkserver, tmp_path):
+    """The issue's case: `vaelab train --resume RUN` while RUN is still training. The
+    second is refused with the first's PID (exit 2); the first ends as if alone: one
+    metrics row per epoch and the uninterrupted run's weights."""
+    out = tmp_path / "run"
+    slow = {fileio.FAILPOINT_WRITE_DELAY: "0.5"}  # every write takes 0.5 s longer
+    first = forkserver("--dataset", str(npz), *ARGS, "--out", str(out), env=slow)
+    lock = out / ".lock"
+    while first.is_alive() and not (RunPaths(out).config.exists() and lock.exists()):
+        time.sleep(0.01)
+    assert lock.read_text().startswith(f"{first.pid} ")
+    second = forkserver("--resume", str(out), "--quiet", stderr=tmp_path / "second.err")
+    second.join(timeout=120)
+    err = (tmp_path / "second.err").read_text()
+    assert second.exitcode == 2 and first.is_alive(), err
+    assert f"is being written by another process (PID {first.pid}" in err
+    assert len(err.strip().splitlines()) == 1, err
+    first.join(timeout=300)
+    assert first.exitcode == 0
+    assert [r["epoch"] for r in read_metrics(RunPaths(out).metrics)] == list(range(9))
+    assert_same_weights(reference[0], out)
+    assert not lock.exists()
+
+
+class SmallDisk:
+    """A 64 MiB tmpfs at ``root`` (as root, as in CI) that ``fill`` fills with a file and
+    ``free`` empties again; where mounting is not possible, the failpoint that makes
+    vaelab's writes see a full disk (``fileio.FAILPOINT_FREE_BYTES``)."""
+
+    def __init__(self, root: Path, monkeypatch) -> None:
+        self.root, self.monkeypatch = root, monkeypatch
+        root.mkdir()
+        mount = ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)]
+        self.mounted = (
+            os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0
+        )
+
+    def fill(self) -> None:
+        if not self.mounted:
+            self.monkeypatch.setenv(fileio.FAILPOINT_FREE_BYTES, "0")
+            return
+        with open(self.root / "filler", "wb", buffering=0) as f:
+            for size in (1 << 20, 1 << 12, 1):
+                try:
+                    while True:
+                        f.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+
+    def free(self) -> None:
+        self.monkeypatch.delenv(fileio.FAILPOINT_FREE_BYTES, raising=False)
+        (self.root / "filler").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    disk = SmallDisk(tmp_path / "disk", monkeypatch)
+    yield disk
+    if disk.mounted:
+        subprocess.run(["umount", "-l", str(disk.root)], check=True)
+
+
+def tiny_cli_args(npz: Path, epochs: int) -> list[str]:
+    return [
+        "--dataset", str(npz), "--epochs", str(epochs), "--latent-dim", "2", "--hidden", "16",
+        "--batch-size", "32", "--embed-epochs", f"0,{epochs}", "--quiet",
+    ]  # fmt: skip
+
+
+def test_disk_full_during_a_checkpoint_write_then_resume_is_bit_identical(
+    capsys, small_disk, tmp_path, tiny_npz, monkeypatch
+):
+    """The disk fills just before epoch 2's last.pt is written: one line (exit 4) names
+    the file, the intact checkpoint (epoch 1) and the resume command; last.pt is intact;
+    after space is freed, --resume ends with the uninterrupted run's weights."""
+    from vaelab.training import loop
+
+    args = tiny_cli_args(tiny_npz, 4)
+    assert call_cli(capsys, "train", *args, "--out", small_disk.root / "ref")[0] == 0
+    out = small_disk.root / "run"
+    real, calls = loop.atomic_write_bytes, []
+
+    def write(path, data):
+        calls.append(path.name)
+        if calls.count("last.pt") == 3:  # epoch 2 (epoch 0 is the first)
+            small_disk.fill()
+        real(path, data)
+
+    monkeypatch.setattr(loop, "atomic_write_bytes", write)
+    code, _, err = call_cli(capsys, "train", *args, "--out", out)
+    last = RunPaths(out).last
+    assert_one_line_error(code, err, expected_code=4, match="no space left on device")
+    assert f"while writing {last}; {last} (epoch 1) is intact" in err, err
+    assert err.strip().endswith(f"resume with: vaelab train --resume {out}"), err
+    assert load_checkpoint(last)["epoch"] == 1
+    assert not any(p.name.endswith(".tmp") for p in last.parent.iterdir())
+    monkeypatch.setattr(loop, "atomic_write_bytes", real)
+    small_disk.free()
+    code, _, err = call_cli(capsys, "train", "--resume", out, "--quiet")
+    assert code == 0, err
+    assert_same_weights(small_disk.root / "ref", out)
+    assert [r["epoch"] for r in read_metrics(RunPaths(out).metrics)] == list(range(5))
+    assert call_cli(capsys, "verify", out)[0] == 0
+
+
+def test_disk_full_during_a_metrics_append_then_resume_is_bit_identical(
+    capsys, small_disk, tmp_path, tiny_npz, monkeypatch
+):
+    """The disk fills just before a metrics line that needs a new 4 KiB page: the append
+    fails part-way (a torn line on the tmpfs), one line (exit 4) names metrics.jsonl and
+    the intact checkpoint; --resume drops the torn line and ends bit for bit."""
+    from vaelab.training import epoch_end
+
+    args = tiny_cli_args(tiny_npz, 14)
+    assert call_cli(capsys, "train", *args, "--out", small_disk.root / "ref")[0] == 0
+    out = small_disk.root / "run"
+    real, failed = epoch_end.append_metrics, []
+
+    def append(path, row):
+        size = path.stat().st_size
+        pages = lambda n: -(-n // 4096)  # noqa: E731
+        if not failed and row["epoch"] >= 2 and pages(size + len(sealed_line(row))) > pages(size):
+            failed.append(row["epoch"])
+            small_disk.fill()
+        real(path, row)
+
+    monkeypatch.setattr(epoch_end, "append_metrics", append)
+    code, _, err = call_cli(capsys, "train", *args, "--out", out)
+    paths = RunPaths(out)
+    assert failed, "no metrics line crossed a page"
+    assert_one_line_error(code, err, expected_code=4, match="no space left on device")
+    assert f"while writing {paths.metrics}; {paths.last} (epoch {failed[0] - 1}) is intact" in err
+    if small_disk.mounted:  # the kernel wrote what fitted: a torn last line
+        assert not paths.metrics.read_bytes().endswith(b"\n")
+    assert [r["epoch"] for r in read_metrics(paths.metrics)] == list(range(failed[0]))
+    monkeypatch.setattr(epoch_end, "append_metrics", real)
+    small_disk.free()
+    code, _, err = call_cli(capsys, "train", "--resume", out, "--quiet")
+    assert code == 0, err
+    assert_same_weights(small_disk.root / "ref", out)
+    assert [r["epoch"] for r in read_metrics(paths.metrics)] == list(range(15))
+
+
+def test_the_space_check_counts_what_the_run_keeps_and_runs_again_on_resume(
+    tmp_path, tiny, monkeypatch
+):
+    import shutil
+    from collections import namedtuple
+
+    from vaelab.models import build_model
+    from vaelab.training.run_dir import checkpoint_bytes, run_bytes
+
+    config = TrainConfig(dataset="tiny", latent_dim=2, hidden=8, epochs=6, embed_epochs=[0])
+    model = build_model(config.model, input_shape=tiny.input_shape, **config.to_dict())
+    plain = run_bytes(model, tiny, config)
+    kept = run_bytes(model, tiny, TrainConfig(**{**config.to_dict(), "keep_every": 2}))
+    assert kept["checkpoints"] - plain["checkpoints"] == 3 * checkpoint_bytes(model)
+    assert sum(run_bytes(model, tiny, config, start=4).values()) < sum(plain.values())
     quiet = {"progress": False, "log": lambda _m: None}
     root = train(
-        TrainConfig(**{**config.to_dict(), "epochs": 1}), out=tmp_path / "r", data=tiny, **quiet
+        TrainConfig(**{**config.to_dict(), "epochs": 2}), out=tmp_path / "r", data=tiny, **quiet
     )
-    good = RunPaths(root).last.read_bytes()
-    import errno
-
-    def full_disk(path, write):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(
-        "vaelab.training.checkpoint.atomic_write_bytes", lambda path, data: full_disk(path, None)
-    )
-    with pytest.raises(OSError):
-        train(resume=root, epochs=3, data=tiny, **quiet)
-    assert RunPaths(root).last.read_bytes() == good
-    monkeypatch.undo()
-    train(resume=root, epochs=3, data=tiny, **quiet)
-    assert load_checkpoint(RunPaths(root).last)["epoch"] == 3
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10, 10, 1000))
+    with pytest.raises(
+        VaelabError, match=f"not enough disk space.*resume with: vaelab train --resume {root}"
+    ):
+        train(resume=root, epochs=6, data=tiny, **quiet)
+    assert before == {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def test_not_enough_disk_space_is_reported_before_training(tmp_path, tiny, monkeypatch):

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from vaelab.checksums import seal_json
 from vaelab.config import TrainConfig
 from vaelab.errors import DivergenceError, VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
@@ -156,7 +157,7 @@ def test_resume_after_a_kill_during_the_final_figures_only_draws_them(tiny, tmp_
     meta = json.loads(paths.config.read_text())
     assert "finished" in meta
     del meta["finished"]  # as if killed after the last checkpoint, before the figures
-    paths.config.write_text(json.dumps(meta))
+    paths.config.write_text(json.dumps(seal_json(meta)))  # as vaelab writes it
     (paths.figures / "samples.png").unlink()
     before = paths.last.read_bytes()
     train(resume=root, data=tiny, **QUIET)

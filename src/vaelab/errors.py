@@ -1,11 +1,14 @@
 """Errors that the command line turns into one-line messages and exit codes.
 
 Library code raises these instead of printing; ``vaelab.cli`` catches them, writes
-``vaelab: error: <message>`` to stderr and exits with ``exit_code``.
+``vaelab: error: <message>`` to stderr and exits with ``exit_code``: 2 for what the
+user can fix (bad input, a damaged file, a run another process is writing), 3 for a
+diverging run, 4 for a write the disk refused (full, over quota, failing).
 """
 
 from __future__ import annotations
 
+import errno
 import string
 from collections.abc import Callable
 
@@ -49,6 +52,42 @@ class DivergenceError(VaelabError):
     """Training produced a non-finite loss or gradient (exit code 3)."""
 
     exit_code = 3
+
+
+class StorageError(VaelabError, OSError):
+    """A write failed because the disk is full, over quota or failing (ENOSPC, EDQUOT,
+    EIO): exit code 4. It is an OSError too, so code that tolerates an unwritable cache
+    (``except OSError``) still does. ``path`` is the file that was being written."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, code: int | None = None, path: object = None) -> None:
+        OSError.__init__(self, code, message, None if path is None else str(path))
+        self.message, self.path = message, path
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# The write errors that mean "the storage failed", not "vaelab has a bug".
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device (the disk is full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EIO: "input/output error (the disk failed)",
+}
+
+
+class DamagedFileError(VaelabError):
+    """A file of a run does not match the SHA-256 recorded when it was written, or is not
+    what vaelab wrote at all (exit code 2). ``path`` names it."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: damaged: {reason}")
+        self.path, self.reason = path, reason
+
+
+class RunLockedError(VaelabError):
+    """Another process is writing the run directory (exit code 2)."""
 
 
 class TrainingInterrupted(VaelabError):

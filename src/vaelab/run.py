@@ -12,10 +12,13 @@ RUN/report.html               vaelab report's page
 RUN/tb/                       TensorBoard logs (--tensorboard)
 
 Writing one (a new run, resuming, the end of each epoch) is ``vaelab.training.run_dir``.
+Every file is checked against the SHA-256 recorded when it was written
+(``vaelab.checksums``); ``vaelab.verify`` checks a whole run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from vaelab.checksums import check_json, check_zip, note_unverified, parse_json, read_json
 from vaelab.config import TrainConfig
 from vaelab.data.datasets import Dataset, load_dataset, prepare_data
-from vaelab.errors import VaelabError
+from vaelab.errors import DamagedFileError, VaelabError
 from vaelab.models import MODELS, LatentModel, build_model
 from vaelab.training.checkpoint import load_checkpoint
 
@@ -58,31 +62,74 @@ class RunPaths:
         return self.embeddings / f"epoch-{epoch:03d}-{method}.npz"
 
 
+def check_metrics(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
+    """(rows, problems, rows without a checksum) of metrics.jsonl, each line checked
+    against its checksum; a problem is (line number, why). A torn last line (a crash or a full
+    disk mid-append: no newline, not even a closing brace) is skipped, not a problem."""
+    rows, problems, unsealed = [], [], 0
+    if not path.is_file():
+        return rows, problems, unsealed
+    lines = path.read_bytes().decode("utf-8", "replace").split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row, sealed = check_json(parse_json(line, ""), "")
+        except json.JSONDecodeError:
+            if number < len(lines) or "}" in line:
+                problems.append((number, "not a JSON line"))
+            continue  # else torn
+        except DamagedFileError as exc:
+            problems.append((number, exc.reason))
+            continue
+        if not isinstance(row, dict):
+            problems.append((number, "not a metrics row"))
+            continue
+        rows.append(row)
+        unsealed += not sealed
+    return rows, problems, unsealed
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The metrics lines; a torn last line (a crash mid-write) is skipped."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    """The metrics rows, every line checked (``check_metrics``); DamagedFileError names
+    the first damaged line."""
+    rows, problems, unsealed = check_metrics(path)
+    if problems:
+        number, why = problems[0]
+        raise DamagedFileError(f"{path}, line {number}", why)
+    if unsealed:
+        note_unverified(path)
     return rows
 
 
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz written by vaelab (latents, embeddings), checksum checked;
+    never unpickles."""
+    data = path.read_bytes()
+    sealed = check_zip(data, path)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if not sealed:
+        note_unverified(path)
+    return arrays
+
+
 def read_run_config(root: Path) -> dict[str, Any]:
+    """config.json of the run in ``root``, checked (its checksum, its settings)."""
     paths = RunPaths(root)
     if not root.is_dir():
         raise VaelabError(f"{root}: no such run directory")
     if not paths.config.is_file():
         raise VaelabError(f"{root}: not a vaelab run (no config.json); pass a run directory")
     try:
-        meta = json.loads(paths.config.read_text())
+        meta, sealed = read_json(paths.config)
         TrainConfig.from_dict(meta["config"])
         if meta["config"]["model"] not in MODELS:
             raise KeyError("model")
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise VaelabError(f"{paths.config}: not a vaelab run config ({exc})") from None
+    if not sealed:
+        note_unverified(paths.config)
     return meta
 
 
@@ -112,8 +159,7 @@ class Run:
                 f"no latents cached for epoch {epoch} in {self.path}; cached epochs: "
                 f"{', '.join(map(str, self.cached_epochs())) or 'none'}"
             )
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        return read_npz(path)
 
     def dataset(
         self,

@@ -2,8 +2,8 @@
 
 Each subcommand parses its arguments and calls one library function; heavy imports
 (torch, matplotlib) happen inside the command so ``vaelab --help`` is instant. Errors the
-user can fix print one line on stderr and exit 2 (divergence: 3); no tracebacks unless
-``VAELAB_DEBUG=1``. A library error about a setting (``SettingError``: "lr must be ...")
+user can fix print one line on stderr and exit 2 (divergence: 3; a write the disk
+refused, full, over quota or failing: 4); no tracebacks unless ``VAELAB_DEBUG=1``. A library error about a setting (``SettingError``: "lr must be ...")
 is printed with the setting's flag ("--lr must be ...").
 """
 
@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "vaelab.cli.serve",
     "vaelab.cli.figures",
     "vaelab.cli.evaluate",
+    "vaelab.cli.verify",
 ]
 
 
@@ -74,9 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch
     from vaelab.errors import SettingError, VaelabError
+    from vaelab.fileio import storage_error
 
     try:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except OSError as exc:  # a disk that refused a write outside vaelab.fileio
+            where = exc.filename or getattr(args, "out", None) or getattr(args, "run", None)
+            if (failed := storage_error(exc, where)) is None:
+                raise
+            raise failed from None
     except VaelabError as exc:
         message = exc.spelled(flag) if isinstance(exc, SettingError) else exc
         sys.stderr.write(f"vaelab: error: {message}\n")

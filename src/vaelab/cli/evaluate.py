@@ -110,7 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from vaelab.evaluation.sweep import sweep
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
-    if "resume" in given:
+    if "resume" in given or "from_epoch" in given:
         raise VaelabError("vaelab sweep trains new runs; --resume is not available here")
     if given.get("nproc", 1) != 1:
         raise VaelabError("vaelab sweep trains in one process; --nproc is for vaelab train")

@@ -77,13 +77,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resume", default=S, metavar="RUN", help="continue RUN from its last checkpoint"
     )
+    g.add_argument(
+        "--from-epoch",
+        type=int,
+        default=S,
+        metavar="E",
+        help="with --resume: continue from checkpoints/epoch-EEE.pt instead of last.pt (a "
+        "--keep-every copy continues exactly; a cached epoch's weights-only checkpoint with "
+        "a fresh optimiser state); a damaged last.pt names the newest intact one",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     g.add_argument(
         "--report", action="store_true", default=S, help="write RUN/report.html at the end"
     )
 
 
-RUN_ONLY = {"out", "resume", "quiet", "report"}
+RUN_ONLY = {"out", "resume", "from_epoch", "quiet", "report"}
 RESUMABLE = {"epochs", "device"}
 
 
@@ -98,6 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     nproc = given.pop("nproc", 1)
     if nproc < 1:
         raise VaelabError(f"--nproc must be a positive integer, got {nproc}")
+    if "from_epoch" in given and "resume" not in given:
+        raise VaelabError("--from-epoch chooses the checkpoint of --resume RUN; give both")
     if "resume" in given:
         changed = sorted(set(given) - RUN_ONLY - RESUMABLE)
         if changed:
@@ -118,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 resume=given["resume"],
                 epochs=given.get("epochs"),
                 device=given.get("device"),
+                from_epoch=given.get("from_epoch"),
                 progress=not quiet,
                 log=log,
             )

@@ -17,6 +17,7 @@ between classifier features of samples and of test images (Heusel et al. 2017).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -26,11 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vaelab.checksums import seal_json
 from vaelab.config import BINARIZE_CHOICES, check_choice
 from vaelab.data.datasets import Dataset, binarize_fixed
-from vaelab.errors import SettingError, VaelabError
+from vaelab.errors import SettingError, StorageError, VaelabError
 from vaelab.evaluation.bounds import active_units, autoencoder_terms, iwae_estimate
 from vaelab.fileio import atomic_write_json
+from vaelab.lock import RunLock
 from vaelab.models import LatentModel
 from vaelab.run import Run, load_run
 
@@ -156,15 +159,49 @@ def evaluate_run(
     ``data`` (the full, grey dataset) skips loading it; ``binarize`` overrides the run's
     own binarisation of the scored split; ``scores=False`` skips the sample scores;
     ``n_images`` scores only the first N images of the split (all of them when None or
-    more than there are): a quick estimate, e.g. in a notebook."""
-    from vaelab import __version__
-    from vaelab.data.datasets import load_dataset
-    from vaelab.training.step import select_device
-
+    more than there are): a quick estimate, e.g. in a notebook. Writing eval.json, it
+    holds the run's writer lock (vaelab.lock), and eval.json carries its checksum."""
     check_arguments(iw_samples, batch_size, n_samples, binarize, split)
     if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
         raise VaelabError(f"n_images must be a positive integer or None, got {n_images!r}")
     run = run if isinstance(run, Run) else load_run(run)
+    # One writer: a run being trained or evaluated elsewhere is refused now, not later.
+    with RunLock(run.path) if write else contextlib.nullcontext():
+        result = _evaluate(
+            run, iw_samples, split, batch_size, binarize, n_samples, scores, data, device,
+            seed, progress, log, n_images,
+        )  # fmt: skip
+        if write:
+            try:
+                atomic_write_json(run.paths.eval, seal_json(result))
+            except StorageError as exc:
+                raise StorageError(
+                    f"{exc}; eval.json is not written and the rest of the run is unchanged",
+                    exc.errno,
+                    exc.path,
+                ) from None
+    return result
+
+
+def _evaluate(
+    run: Run,
+    iw_samples: int,
+    split: str,
+    batch_size: int,
+    binarize: str | None,
+    n_samples: int,
+    scores: bool,
+    data: Dataset | None,
+    device: str,
+    seed: int,
+    progress: bool,
+    log: Callable[[str], None],
+    n_images: int | None,
+) -> dict[str, Any]:
+    from vaelab import __version__
+    from vaelab.data.datasets import load_dataset
+    from vaelab.training.step import select_device
+
     t0 = time.perf_counter()
     cfg = run.config
     raw = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
@@ -207,8 +244,6 @@ def evaluate_run(
         vaelab_version=__version__,
     )
     model.cpu()
-    if write:
-        atomic_write_json(run.paths.eval, result)
     return result
 
 

@@ -11,7 +11,6 @@ checkpoint. Losses are summed over pixels and reported per sample, in nats.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 import time
@@ -28,10 +27,16 @@ from tqdm import tqdm
 from vaelab.config import TrainConfig
 from vaelab.data.datasets import Dataset, prepare_data
 from vaelab.errors import RankLostError, TrainingInterrupted, VaelabError
+from vaelab.fileio import atomic_write_bytes
 from vaelab.models import LatentModel, build_model
 from vaelab.objectives import kl_weight
 from vaelab.run import N_SHOWN, RunPaths
-from vaelab.training.checkpoint import restore_rng_state, rng_state, save_checkpoint
+from vaelab.training.checkpoint import (
+    encode_checkpoint,
+    is_resumable,
+    restore_rng_state,
+    rng_state,
+)
 from vaelab.training.distributed import (
     World,
     any_rank,
@@ -49,12 +54,13 @@ from vaelab.training.optim import Optimizer, make_optimizer
 from vaelab.training.run_dir import (
     RunState,
     check_disk_space,
-    create_run_dir,
+    claim_run_dir,
     mark_finished,
     open_run,
     truncate_metrics,
     update_run_config,
     write_run_config,
+    writing,
 )
 from vaelab.training.step import TrainStep, divergence, select_device
 from vaelab.training.stopping import EpochProgress, GracefulStop, StopRequested
@@ -73,31 +79,37 @@ def train(
     log: Callable[[str], None] = print,
     epochs: int | None = None,
     device: str | None = None,
+    from_epoch: int | None = None,
 ) -> Path:
     """Train a model and write its run directory; returns the run's path.
 
     ``resume=RUN`` continues RUN from checkpoints/last.pt with its saved settings
-    (``epochs`` may raise the target, ``device`` may change). ``data`` (the whole dataset)
-    skips loading. SIGINT/SIGTERM stop at the next step boundary after writing a
-    checkpoint. Started by torchrun, each process trains its share of every batch
-    (vaelab.training.distributed) and rank 0 alone writes the run.
+    (``epochs`` may raise the target, ``device`` may change), or from its checkpoint of
+    epoch ``from_epoch``. ``data`` (the whole dataset) skips loading. SIGINT/SIGTERM stop
+    at the next step boundary after writing a checkpoint. Started by torchrun, each
+    process trains its share of every batch (vaelab.training.distributed) and rank 0
+    alone writes the run, holding its writer lock (vaelab.lock). A write the disk refuses
+    is a StorageError naming the intact checkpoint and the resume command.
     """
     world = world_from_env()
-    state = open_run(config, out, resume, epochs, device, world)
-    if not state.finish_only:
-        dev = select_device(state.config.device, world)
-        init_process_group(world, dev)
-        try:
-            run_epochs(set_up(state, dev, world, data, progress and world.is_main, log))
-        except RuntimeError as exc:
-            if world.distributed and is_peer_failure(exc):
-                first = str(exc).splitlines()[0][:100]
-                raise RankLostError(f"rank {world.rank}: another rank stopped ({first})") from None
-            raise
-        finally:
-            destroy_process_group()
-    if world.is_main:
-        finish(RunPaths(state.root))
+    state = open_run(config, out, resume, epochs, device, world, from_epoch)
+    with writing(state):  # holds the writer lock; says a full disk plainly
+        if not state.finish_only:
+            dev = select_device(state.config.device, world)
+            init_process_group(world, dev)
+            try:
+                run_epochs(set_up(state, dev, world, data, progress and world.is_main, log))
+            except RuntimeError as exc:
+                if world.distributed and is_peer_failure(exc):
+                    first = str(exc).splitlines()[0][:100]
+                    raise RankLostError(
+                        f"rank {world.rank}: another rank stopped ({first})"
+                    ) from None
+                raise
+            finally:
+                destroy_process_group()
+        if world.is_main:
+            finish(RunPaths(state.root))
     return state.root
 
 
@@ -149,11 +161,12 @@ def set_up(
         _restore(state, model, optimizer, world)
         partial = EpochProgress(**state.ckpt["partial"]) if state.ckpt.get("partial") else None
         if world.is_main:
+            check_disk_space(state.root, model, data, config, state.start)
             truncate_metrics(paths.metrics, state.start - 1)
             update_run_config(paths, config, world.size)  # a new --epochs target or --device
-        log(f"resuming {state.root} at epoch {state.start} of {config.epochs}")
+        log(f"resuming {state.root} at epoch {state.start} of {config.epochs}{_source(state)}")
     elif world.is_main:
-        create_run_dir(state.root)
+        claim_run_dir(state)
         check_disk_space(state.root, model, data, config)
         write_run_config(paths, config, dict(vars(model.config)), data, dev, world.size)
         truncate_metrics(paths.metrics, -1)
@@ -165,16 +178,31 @@ def set_up(
 
 
 def _restore(state: RunState, model: LatentModel, optimizer: Optimizer, world: World) -> None:
+    """The checkpoint's weights, optimiser and RNG states; a cached epoch's checkpoint
+    (--from-epoch) has weights only: the optimiser starts afresh, the RNG as seeded."""
     paths = RunPaths(state.root)
     try:
         model.load_state_dict(state.ckpt["model"])
-        optimizer.load_state_dict(state.ckpt["optimizer"])
+        if is_resumable(state.ckpt):
+            optimizer.load_state_dict(state.ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise VaelabError(
-            f"{paths.last} does not fit model {state.config.model!r} of {paths.config} "
+            f"{state.source} does not fit model {state.config.model!r} of {paths.config} "
             f"({str(exc).splitlines()[0][:120]}); it is from another architecture"
         ) from None
-    restore_rng_state(state.ckpt, world)
+    if is_resumable(state.ckpt):
+        restore_rng_state(state.ckpt, world)
+
+
+def _source(state: RunState) -> str:
+    if state.source is None or state.source == RunPaths(state.root).last:
+        return ""
+    if is_resumable(state.ckpt):
+        return f" from {state.source.name}"
+    return (
+        f" from {state.source.name}: weights only, so a fresh optimiser state (the result "
+        "will not match an uninterrupted run bit for bit)"
+    )
 
 
 def run_epochs(s: Session) -> None:
@@ -198,9 +226,8 @@ def run_epochs(s: Session) -> None:
                     raise _interrupted(stop.signum, s.paths.root, epoch, step) from None
             if s.main:
                 end_of_epoch(s.model, x_test, s.data, s.config, s.paths, epoch, row)
-            save_last(s, epoch)
-            if s.main and s.config.keep_every and epoch > 0 and epoch % s.config.keep_every == 0:
-                shutil.copyfile(s.paths.last, s.paths.epoch_checkpoint(epoch))
+            keep = s.config.keep_every and epoch > 0 and epoch % s.config.keep_every == 0
+            save_last(s, epoch, copies=[s.paths.epoch_checkpoint(epoch)] if keep else [])
             if s.main:
                 s.log(epoch_line(row))
                 s.tracker.log_epoch(epoch, row, s.model, x_test[:N_SHOWN])
@@ -289,13 +316,13 @@ def step_kl_weights(
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def save_last(s: Session, epoch: int, **extra: Any) -> None:
+def save_last(s: Session, epoch: int, copies: list[Path] = (), **extra: Any) -> None:
     """checkpoints/last.pt: weights, optimiser, every rank's RNG states, the epoch done
-    (``partial``: how far the next one got). Every rank takes part; rank 0 writes."""
+    (``partial``: how far the next one got). Every rank takes part; rank 0 writes, the
+    ``copies`` (--keep-every's) first, so a crash never leaves last.pt without them."""
     rngs = gather_objects(rng_state(), s.world)
     if s.main:
-        save_checkpoint(
-            s.paths.last,
+        data = encode_checkpoint(
             config=s.config.to_dict(),
             model_config=dict(vars(s.model.config)),
             model=s.model.state_dict(),
@@ -305,6 +332,8 @@ def save_last(s: Session, epoch: int, **extra: Any) -> None:
             epoch=epoch,
             **extra,
         )
+        for path in [*copies, s.paths.last]:
+            atomic_write_bytes(path, data)
 
 
 def finish(paths: RunPaths) -> None:

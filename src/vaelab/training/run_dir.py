@@ -1,18 +1,22 @@
 """Writing a run directory: a new run, resuming one, and what each epoch appends.
 
-The protocol that keeps a run exact and crash-safe: a new run never touches an existing
-one; every file is written atomically (``vaelab.fileio``) except metrics.jsonl, which is
-appended and fsynced one line per epoch and cut back to the checkpoint's epoch on resume;
-config.json records what a resume changed and when the run finished. The layout and the
-reader are ``vaelab.run``.
+The protocol that keeps a run exact and crash-safe: one process writes a run at a time
+(``vaelab.lock``); a new run never touches an existing one; every file is written
+atomically (``vaelab.fileio``) with its SHA-256 (``vaelab.checksums``) except
+metrics.jsonl, which is appended and fsynced one checksummed line per epoch and cut back
+to the checkpoint's epoch on resume; config.json records what a resume changed and when
+the run finished. A write the disk refuses is a StorageError that names the intact
+checkpoint and the resume command (``storage_failure``). The layout and the reader are
+``vaelab.run``.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-import os
+import math
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +25,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from vaelab.checksums import read_json, seal_json, sealed_line
 from vaelab.config import TrainConfig
 from vaelab.data.datasets import Dataset
-from vaelab.errors import VaelabError
+from vaelab.errors import DamagedFileError, StorageError, VaelabError
 from vaelab.fileio import (
-    atomic_write,
+    append_line,
     atomic_write_json,
     atomic_write_text,
+    atomic_write_zip,
     make_writable_dir,
     remove_stale_temp_files,
+    storage_error,
 )
+from vaelab.lock import RunLock
 from vaelab.run import N_SHOWN, RunPaths, read_metrics, read_run_config
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.distributed import World
@@ -64,35 +72,70 @@ def write_latents(
     arrays = dict(
         latents, labels=data.y_test.numpy(), inputs=data.x_test[:N_SHOWN].flatten(1).numpy()
     )
-    atomic_write(paths.latent_file(epoch), lambda f: np.savez_compressed(f, **arrays))
+    atomic_write_zip(paths.latent_file(epoch), lambda f: np.savez_compressed(f, **arrays))
 
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """One metrics line with its checksum, appended and fsynced."""
+    append_line(path, sealed_line(row))
 
 
 def truncate_metrics(path: Path, last_epoch: int) -> None:
     """Drop rows written after the checkpoint we resume from (a crash between the two)."""
     rows = [r for r in read_metrics(path) if r.get("epoch", -1) <= last_epoch]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(path, "".join(sealed_line(r) for r in rows))
 
 
 def checkpoint_bytes(model: nn.Module) -> int:
     """A generous estimate of one checkpoint: weights + two Adam moments + overhead."""
-    return 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (1 << 20)
+    return 3 * weight_bytes(model)
 
 
-def check_disk_space(root: Path, model: nn.Module, data: Dataset, config: TrainConfig) -> None:
-    need = checkpoint_bytes(model) * (3 + len(config.cached_epochs()))
-    need += len(config.cached_epochs()) * data.x_test.shape[0] * config.latent_dim * 8
-    free = shutil.disk_usage(root).free
-    if free < need:
+def weight_bytes(model: nn.Module) -> int:
+    """A generous estimate of a cached epoch's checkpoint: the weights + overhead."""
+    return sum(p.numel() * p.element_size() for p in model.parameters()) + (1 << 20)
+
+
+FIGURE_BYTES = 512 << 10  # a generous PNG
+FINAL_FIGURES = 12  # samples, reconstructions and what vaelab report draws besides
+
+
+def run_bytes(
+    model: nn.Module, data: Dataset, config: TrainConfig, start: int = 0
+) -> dict[str, int]:
+    """What epochs ``start``..E and the final figures will keep on disk, generously, by
+    kind: last.pt and the temporary copy of each rewrite, the --keep-every copies, each
+    cached epoch's weights, latents, reconstruction figure and embeddings, the final
+    figures and report.html (which holds them again), TensorBoard logs."""
+    epochs = range(start, config.epochs + 1)
+    cached = [e for e in config.cached_epochs() if e >= start]
+    kept = [e for e in epochs if config.keep_every and e > 0 and e % config.keep_every == 0]
+    n_test, pixels = data.x_test.shape[0], math.prod(data.input_shape)
+    latents = n_test * (8 * config.latent_dim + 8) + 2 * N_SHOWN * pixels * 4
+    embeddings = 2 * min(n_test, 1000) * 24  # t-SNE and PCA: xy, labels, indices
+    figures = FIGURE_BYTES * (len(cached) + FINAL_FIGURES)
+    logs = len(epochs) * (2 * N_SHOWN * pixels + (64 << 10)) if config.tensorboard else 0
+    full, weights = checkpoint_bytes(model), weight_bytes(model)
+    return {
+        "checkpoints": full * (2 + len(kept)) + weights * len(cached),
+        "latents": latents * len(cached),
+        "figures, embeddings and report": 2 * figures + embeddings * len(cached),
+        "TensorBoard": logs,
+    }
+
+
+def check_disk_space(
+    root: Path, model: nn.Module, data: Dataset, config: TrainConfig, start: int = 0
+) -> None:
+    """Refuse to start (or resume at epoch ``start``) without room for what is left."""
+    need = run_bytes(model, data, config, start)
+    total, free = sum(need.values()), shutil.disk_usage(root).free
+    if free < total:
+        parts = ", ".join(f"{kind} {size / 2**20:.1f}" for kind, size in need.items() if size)
+        fix = f"then resume with: vaelab train --resume {root}" if start else "or another --out"
         raise VaelabError(
             f"not enough disk space in {root}: {free / 2**20:.1f} MiB free, the run needs "
-            f"about {need / 2**20:.1f} MiB; free some space or choose another --out"
+            f"about {total / 2**20:.1f} MiB more (MiB: {parts}); free some space, {fix}"
         )
 
 
@@ -120,25 +163,25 @@ def write_run_config(
         "sampled ELBO; vaelab evaluate computes the sampled bound",
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    atomic_write_json(paths.config, meta)
+    atomic_write_json(paths.config, seal_json(meta))
 
 
 def update_run_config(paths: RunPaths, config: TrainConfig, world_size: int = 1) -> None:
     """Record what a resume changed (--epochs, --device, the number of processes) in
     config.json."""
-    meta = json.loads(paths.config.read_text())
+    meta, _ = read_json(paths.config)  # checked: a damaged file is never sealed again
     if meta["config"] != config.to_dict() or meta.get("processes", 1) != world_size:
         meta["config"] = config.to_dict()
         meta["processes"] = world_size
         meta.pop("finished", None)
-        atomic_write_json(paths.config, meta)
+        atomic_write_json(paths.config, seal_json(meta))
 
 
 def mark_finished(paths: RunPaths) -> None:
     """Record in config.json that every epoch and the final figures are done."""
-    meta = json.loads(paths.config.read_text())
+    meta, _ = read_json(paths.config)
     meta["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-    atomic_write_json(paths.config, meta)
+    atomic_write_json(paths.config, seal_json(meta))
 
 
 def default_run_dir() -> Path:
@@ -155,6 +198,12 @@ class RunState:
     ckpt: dict[str, Any] | None  # the checkpoint resumed from, if any
     meta: dict[str, Any] | None  # config.json of a resumed run
     finish_only: bool = False  # every epoch is trained; only the final figures are missing
+    source: Path | None = None  # the file of ``ckpt``: last.pt, or --from-epoch's
+    lock: RunLock | None = None  # the writer lock (RunLock(root) unless given)
+
+    def __post_init__(self) -> None:
+        if self.lock is None:
+            self.lock = RunLock(self.root)
 
 
 def open_run(
@@ -164,9 +213,14 @@ def open_run(
     epochs: int | None,
     device: str | None,
     world: World = World(),
+    from_epoch: int | None = None,
 ) -> RunState:
-    """A new run directory, or the saved settings and last checkpoint of ``resume``."""
+    """A new run directory, or the saved settings and last checkpoint of ``resume`` (or
+    its checkpoint of epoch ``from_epoch``). Resuming, rank 0 takes the run's writer lock
+    here (a new run's, once its folder exists: ``claim_run_dir``); ``train`` releases it."""
     if resume is None:
+        if from_epoch is not None:
+            raise VaelabError("--from-epoch chooses the checkpoint of --resume RUN; give both")
         config = config or TrainConfig()
         if out is None and world.distributed:
             raise VaelabError(
@@ -177,22 +231,99 @@ def open_run(
             refuse_existing_run(root)
         return RunState(config, root, 0, None, None)
     root = Path(resume)
-    meta = read_run_config(root)
+    read_run_config(root)  # a vaelab run, before a lock file is made in it
+    lock = RunLock(root)
+    if world.is_main:
+        lock.acquire()
+    try:
+        return _resumed(root, epochs, device, world, from_epoch, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _resumed(
+    root: Path,
+    epochs: int | None,
+    device: str | None,
+    world: World,
+    from_epoch: int | None,
+    lock: RunLock,
+) -> RunState:
+    meta = read_run_config(root)  # again, under the lock
     if world.is_main:
         remove_stale_temp_files(root)  # left by a process killed mid-write
     saved = dict(meta["config"])
     saved.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
     config = TrainConfig.from_dict(saved)
-    if not RunPaths(root).last.exists():  # stopped before its first checkpoint: start over
-        return RunState(config, root, 0, None, meta)
-    ckpt = load_checkpoint(RunPaths(root).last)
+    paths = RunPaths(root)
+    source = paths.last if from_epoch is None else paths.epoch_checkpoint(from_epoch)
+    if from_epoch is not None and not source.is_file():
+        from vaelab.verify import resume_advice
+
+        raise VaelabError(f"{root} has no checkpoint of epoch {from_epoch}; {resume_advice(root)}")
+    if not source.exists():  # stopped before its first checkpoint: start over
+        return RunState(config, root, 0, None, meta, lock=lock)
+    try:
+        ckpt = load_checkpoint(source)
+    except DamagedFileError as exc:
+        if from_epoch is not None:
+            raise
+        from vaelab.verify import resume_advice
+
+        raise DamagedFileError(exc.path, f"{exc.reason}; {resume_advice(root)}") from None
     partial = ckpt.get("partial")
     start = int(partial["epoch"]) if partial else int(ckpt["epoch"]) + 1
+    state = RunState(config, root, start, ckpt, meta, source=source, lock=lock)
     if start > config.epochs and "finished" not in meta:  # killed while drawing the figures
-        return RunState(config, root, start, ckpt, meta, finish_only=True)
-    if start > config.epochs:
+        state.finish_only = True
+    elif start > config.epochs:
         raise VaelabError(
             f"{root} already finished epoch {start - 1} of {config.epochs}; "
             f"pass --epochs N (N > {start - 1}) to train longer"
         )
-    return RunState(config, root, start, ckpt, meta)
+    return state
+
+
+def claim_run_dir(state: RunState) -> None:
+    """Create a new run's directory and take its writer lock (a resumed run holds it
+    already); a run that another process began there meanwhile is refused."""
+    create_run_dir(state.root)
+    if not state.lock.held:
+        state.lock.acquire()
+        refuse_existing_run(state.root)
+
+
+@contextmanager
+def writing(state: RunState) -> Iterator[None]:
+    """While a run is being written: release its writer lock at the end, and turn a write
+    the disk refuses into ``storage_failure``'s StorageError."""
+    try:
+        yield
+    except OSError as exc:
+        if (failed := storage_error(exc)) is None:
+            raise
+        raise storage_failure(failed, state.root) from None
+    finally:
+        state.lock.release()
+
+
+def storage_failure(error: StorageError, root: Path) -> StorageError:
+    """A write the disk refused during training, as one line: what happened, which file,
+    which checkpoint is intact and the resume command (exit code 4)."""
+    from vaelab.verify import checkpoint_status, resume_advice
+
+    message = error.message if error.path is not None else f"{error.message} in {root}"
+    last = RunPaths(root).last
+    ckpt = checkpoint_status(last)[2] if last.is_file() else None
+    if ckpt is not None:
+        done = ckpt.get("partial", {}).get("step")
+        at = f"epoch {ckpt['epoch']}" + (f" and {done} steps of the next" if done else "")
+        intact = f"{last} ({at}) is intact; free some space, then resume with: "
+        intact += f"vaelab train --resume {root}"
+    elif not last.exists():
+        intact = "no checkpoint was written yet; free some space, then start it again with: "
+        intact += f"vaelab train --resume {root}"
+    else:
+        intact = f"{last} is damaged too; {resume_advice(root)}"
+    return StorageError(f"{message}; {intact}", error.errno, error.path)

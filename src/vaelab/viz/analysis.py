@@ -29,7 +29,7 @@ import torch
 from vaelab.errors import SettingError, VaelabError
 from vaelab.losses import gaussian_kl_per_dim
 from vaelab.models import LatentModel
-from vaelab.run import RunPaths
+from vaelab.run import RunPaths, read_npz
 
 EMBED_METHODS = ("tsne", "pca")
 INTERPOLATION_MODES = ("linear", "slerp")
@@ -254,11 +254,11 @@ def read_embedding(path: Path, n_test: int | None = None) -> dict[str, np.ndarra
     an npz, a key missing, shapes that disagree, no points, a non-finite coordinate, or an
     index outside 0..``n_test`` - 1 (when ``n_test`` is given)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            xy = np.asarray(npz["xy"], dtype=np.float32)
-            labels = np.asarray(npz["labels"]).astype(np.int64)
-            indices = np.asarray(npz["indices"]).astype(np.int64)
-    except (OSError, KeyError, ValueError, TypeError, EOFError):
+        npz = read_npz(path)  # its checksum checked: a damaged cache is computed again
+        xy = np.asarray(npz["xy"], dtype=np.float32)
+        labels = np.asarray(npz["labels"]).astype(np.int64)
+        indices = np.asarray(npz["indices"]).astype(np.int64)
+    except (OSError, KeyError, ValueError, TypeError, EOFError, VaelabError):
         return None
     n = len(xy) if xy.ndim else 0
     sound = (
@@ -300,9 +300,9 @@ def cached_embedding(
         "indices": indices,
     }
     try:
-        from vaelab.fileio import atomic_write
+        from vaelab.fileio import atomic_write_zip
 
-        atomic_write(path, lambda f: np.savez(f, **out))
+        atomic_write_zip(path, lambda f: np.savez(f, **out))
     except OSError as exc:  # the embedding is still returned; only the next call pays again
         print(f"vaelab: note: could not cache the embedding in {path}: {exc}", file=sys.stderr)
     return out

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import VaelabError
+from vaelab.checksums import read_json
+from vaelab.errors import DamagedFileError, VaelabError
 from vaelab.fileio import atomic_write_text, make_writable_dir
 from vaelab.run import Run, load_run
 from vaelab.viz import analysis, figures, plots
@@ -219,10 +220,12 @@ def build_report(
     eval_path = run.paths.eval
     if eval_path.is_file():
         try:
-            rows = flatten(json.loads(eval_path.read_text()))
+            rows = flatten(read_json(eval_path)[0])
             inner = table(rows, ["quantity", "value"])
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             inner = f"<p>eval.json is not valid JSON: {html.escape(str(exc))}</p>"
+        except DamagedFileError as exc:
+            inner = f"<p>eval.json is {html.escape(exc.reason)}: run vaelab evaluate again</p>"
         sections.append(("eval", "Evaluation (eval.json)", inner))
     c = run.config
     subtitle = (
