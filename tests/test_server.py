@@ -175,6 +175,13 @@ def test_info_shows_the_headline_numbers_of_eval_json(runs, mnist, tmp_path):
     assert ex.info()["evaluation"] == {"-ELBO": 150.5, "NLL (IWAE)": 140.25, "active units": 2}
     (root / "eval.json").write_text("{not json")
     assert ex.info()["evaluation"] == {}
+    from vaelab.checksums import seal_json
+
+    sealed = json.dumps(seal_json(evaluation))
+    (root / "eval.json").write_text(sealed)
+    assert ex.info()["evaluation"]["NLL (IWAE)"] == 140.25
+    (root / "eval.json").write_text(sealed.replace("140.25", "130.25"))  # changed after sealing
+    assert ex.info()["evaluation"] == {}
 
 
 # ---------------------------------------------------------------------------- decoding

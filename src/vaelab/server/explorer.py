@@ -205,12 +205,14 @@ EVALUATION_KEYS = {
 
 
 def _evaluation_numbers(path: Path) -> dict[str, float]:
-    """The headline numbers of RUN/eval.json (written by ``vaelab evaluate``), if any."""
-    import json
+    """The headline numbers of RUN/eval.json (written by ``vaelab evaluate``), if any; a
+    damaged file (its checksum disagrees) shows none."""
+    from vaelab.checksums import read_json
+    from vaelab.errors import DamagedFileError
 
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data, _sealed = read_json(path)
+    except (OSError, ValueError, DamagedFileError):
         return {}
     if not isinstance(data, dict):
         return {}

@@ -89,11 +89,14 @@ def new_figure(figsize: tuple[float, float], layout: str | None = None) -> Figur
 
 
 def save_figure(fig, path: Path | str, dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` (PNG, or whatever its suffix names). A figure the caller
-    made with pyplot is closed afterwards, as before, so pyplot does not keep it open."""
+    """Write ``fig`` to ``path`` (PNG, or whatever its suffix names), atomically: a reader
+    (the report, the explorer) sees the old picture or the new one, never half of one. A
+    figure the caller made with pyplot is closed afterwards, so pyplot does not keep it."""
+    from vaelab.fileio import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    kind = path.suffix.lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=dpi, bbox_inches="tight"))
     pyplot = sys.modules.get("matplotlib.pyplot")  # never imported here: only if in use
     if pyplot is not None:
         pyplot.close(fig)  # a no-op for the Figures of new_figure
@@ -295,15 +298,16 @@ def bubbles_gif(
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
         frames.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]))
+    from vaelab.fileio import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     palette = [f.quantize(colors=255, method=Image.Quantize.MEDIANCUT) for f in frames]
-    palette[0].save(
+    ms = int(seconds_per_frame * 1000)
+    atomic_write(
         path,
-        save_all=True,
-        append_images=palette[1:],
-        duration=int(seconds_per_frame * 1000),
-        loop=0,
+        lambda f: palette[0].save(
+            f, format="GIF", save_all=True, append_images=palette[1:], duration=ms, loop=0
+        ),
     )
     return path
 
