@@ -295,7 +295,7 @@ def make_traversal(
     unused = [bool(np.isfinite(use[j]) and use[j] < analysis.INACTIVE) for j in order]
     labels = [
         f"z{j + 1}"
-        + (f"  {what} {use[j]:.2f}" if np.isfinite(use[j]) else "")
+        + (f"  {what} {use[j]:.{2 if use[j] >= 0.1 else 3}f}" if np.isfinite(use[j]) else "")
         + (" (inactive)" if off else "")
         for j, off in zip(order, unused)
     ]
