@@ -401,7 +401,7 @@ def plot_latent_use(
 
     epochs, kl = use["epochs"], use["kl"]  # (E,), (E, d)
     d = kl.shape[1]
-    fig = new_figure((12.0, 4.0), layout="constrained")
+    fig = new_figure((12.0, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2)
     cmap = matplotlib.colormaps["viridis"]
     top = max(float(kl[-1].max()), 1e-9)
@@ -412,7 +412,7 @@ def plot_latent_use(
         left.plot(epochs, kl[:, j], "o-" if used else "o--", ms=3, lw=1.2, color=colour)
     spread = max(float(kl.max()), 1e-9) * 0.04
     names: list[tuple[float, list[str]]] = []  # labels for the top 5, merged when close
-    for j in order[: min(5, d)]:
+    for j in [j for j in order[: min(5, d)] if kl[-1, j] >= threshold]:
         if names and abs(names[-1][0] - kl[-1, j]) < spread:
             names[-1][1].append(f"z{j + 1}")
         else:
@@ -427,6 +427,7 @@ def plot_latent_use(
             va="center",
         )
     left.axhline(threshold, ls=":", lw=0.8, color="0.3")
+    left.set_ylim(-0.01, max(left.get_ylim()[1], 0.1))  # collapsed dimensions look flat
     left.set_xlabel("epoch")
     left.set_ylabel("mean KL of the dimension (nats)")
     left.set_title(f"KL per dimension (grey dashed: below {threshold:g} nats, unused)", fontsize=10)
@@ -459,7 +460,9 @@ def plot_latent_use(
     units.set_ylabel(f"active units (of {d})")
     handles = [h for a in (right, units) for h in a.get_legend_handles_labels()[0]]
     labels = [lab for a in (right, units) for lab in a.get_legend_handles_labels()[1]]
-    right.legend(handles, labels, fontsize=8, loc="center right")
+    right.legend(
+        handles, labels, fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16)
+    )
     right.set_title(
         "How much of the KL is information about x (markers: cached epochs)", fontsize=10
     )
