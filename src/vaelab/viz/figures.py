@@ -305,11 +305,11 @@ def make_traversal(
         where = f"test image #{index}" + (f" (a {label})" if label >= 0 else "")
     elif scale is not None:
         where = "the mean code"
-    shown = f"{len(order)} of {d}" if len(order) < d else f"all {d}"
+    shown = f"{len(order)} of {d}" if len(order) < d else {1: "the", 2: "both"}.get(d, f"all {d}")
     epoch = f" at epoch {run.cached_epochs()[-1]}" if lat is not None else ""
     title = (
         f"{model_kind(run)}: one latent dimension at a time, around {where}\n"
-        f"{shown} dimensions, most used ({what}{epoch}) first; "
+        f"{shown} dimension{'s' if len(order) > 1 else ''}, most used ({what}{epoch}) first; "
         f"grey: inactive ({what} < {analysis.INACTIVE:g})"
     )
     unit = " × the codes' std" if scale is not None else ""

@@ -32,6 +32,7 @@ from torch import nn
 from vaelab.losses import CB_TAYLOR_BAND
 from vaelab.run import Run
 from vaelab.viz import analysis
+from vaelab.viz.figures import class_names
 
 MAX_PARAMETERS = 1_000_000  # 2 MB as float16, 2.7 MB of base64 in the page
 MAX_SLIDERS = 64
@@ -136,6 +137,7 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
             "x": [round(float(v), 4) for v in lat["mu"][:n, 0]],
             "y": [round(float(v), 4) for v in lat["mu"][:n, 1]],
             "labels": [int(v) for v in lat["labels"][:n]],
+            "classes": list(class_names(run)),
             "epoch": cached[-1],
         }
     return payload, ""
@@ -152,6 +154,7 @@ PANEL = """
   </div>
   <div class="live-map" id="live-map-box" hidden>
     <canvas id="live-map" width="320" height="320" aria-label="map of the test means"></canvas>
+    <p class="note" id="live-map-legend"></p>
     <p class="note">Test means (z = mu), coloured by label; click to decode a point.</p>
   </div>
   <div class="live-sliders" id="live-sliders"></div>
@@ -163,6 +166,7 @@ STYLE = """
 .live-out canvas { width: 224px; height: 224px; image-rendering: pixelated;
                    border: 1px solid #ccc; background: #000; }
 .live-map canvas { width: 320px; height: 320px; border: 1px solid #ccc; cursor: crosshair; }
+#live-map-legend span { margin-right: .5rem; font-weight: 600; }
 .live-z { font-family: monospace; font-size: .8rem; max-width: 224px; color: #555; }
 .live-sliders { columns: 2 20rem; column-gap: 1.5rem; flex: 1; min-width: 20rem; }
 .live-sliders label { display: grid; grid-template-columns: 10rem 1fr 3rem; gap: .4rem;

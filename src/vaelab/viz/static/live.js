@@ -154,6 +154,14 @@
       toData: (px, py) => [data.start[0] + (px - size / 2) / (size / 2) * reach,
                            data.start[1] - (py - size / 2) / (size / 2) * reach],
     };
+    const present = [...new Set(map.labels)].filter((k) => k >= 0).sort((a, b) => a - b);
+    for (const k of present) {
+      const item = document.createElement("span");
+      item.style.color = PALETTE[k % PALETTE.length];
+      item.textContent = map.classes[k] !== undefined && map.classes[k] !== String(k)
+        ? `${k} ${map.classes[k]}` : String(k);
+      $("live-map-legend").append(item);
+    }
     mapCanvas.addEventListener("click", (e) => {
       const box = mapCanvas.getBoundingClientRect();
       const px = (e.clientX - box.left) * mapCanvas.width / box.width;
