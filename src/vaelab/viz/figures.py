@@ -254,6 +254,23 @@ def _last_latents(run: Run) -> dict[str, np.ndarray] | None:
     return run.latents(cached[-1]) if cached else None
 
 
+def _traversal_base(run: Run, lat, index: int | None, data) -> tuple[np.ndarray, object, str]:
+    """(base code, per-dimension scale or None, what the base is) of ``make_traversal``."""
+    model, scale, where = run.model, None, "the prior mean"
+    if not model.stochastic and lat is not None:  # an AE: no prior to sweep around
+        base, scale, where = lat["mu"].mean(0), lat["mu"].std(0), "the mean code"
+    else:
+        base = model.prior_mean().numpy()
+    if index is not None:
+        data = data if data is not None else run.dataset()
+        analysis.check_index(index, len(data.x_test), "--index")
+        with torch.no_grad():
+            base = model.encode(data.x_test[index : index + 1])[0][0].double().numpy()
+        label = int(data.y_test[index])
+        where = f"test image #{index}" + (f" (a {label})" if label >= 0 else "")
+    return base, scale, where
+
+
 def make_traversal(
     run: Run,
     dims: Sequence[int] | None = None,
@@ -273,24 +290,11 @@ def make_traversal(
     if steps > MAX_TRAVERSAL_STEPS:
         raise VaelabError(f"--steps {steps} is too many to see; use at most {MAX_TRAVERSAL_STEPS}")
     lat = _last_latents(run)
-    if lat is not None:
-        use, what = analysis.dimension_use(model, lat)
-    else:
-        use, what = np.full(d, np.nan), "unknown"
+    use, what = analysis.dimension_use(model, lat) if lat is not None else (np.full(d, np.nan), "")
     chosen = list(range(d)) if dims is None else list(dict.fromkeys(dims))
     order = sorted(chosen, key=lambda j: -use[j] if np.isfinite(use[j]) else j)
-    if dims is None:
-        order = order[:MAX_TRAVERSAL_ROWS]
-    scale = None
-    if not model.stochastic and lat is not None:  # an AE: no prior to sweep around
-        base, scale = lat["mu"].mean(0), lat["mu"].std(0)
-    else:
-        base = model.prior_mean().numpy()
-    if index is not None:
-        data = data if data is not None else run.dataset()
-        analysis.check_index(index, len(data.x_test), "--index")
-        with torch.no_grad():
-            base = model.encode(data.x_test[index : index + 1])[0][0].double().numpy()
+    order = order[:MAX_TRAVERSAL_ROWS] if dims is None else order
+    base, scale, where = _traversal_base(run, lat, index, data)
     tr = analysis.traversal(model, base, order, span, steps, scale)
     unused = [bool(np.isfinite(use[j]) and use[j] < analysis.INACTIVE) for j in order]
     labels = [
@@ -299,18 +303,16 @@ def make_traversal(
         + (" (inactive)" if off else "")
         for j, off in zip(order, unused)
     ]
-    where = "the prior mean"
-    if index is not None:
-        label = int(data.y_test[index])
-        where = f"test image #{index}" + (f" (a {label})" if label >= 0 else "")
-    elif scale is not None:
-        where = "the mean code"
     shown = f"{len(order)} of {d}" if len(order) < d else {1: "the", 2: "both"}.get(d, f"all {d}")
-    epoch = f" at epoch {run.cached_epochs()[-1]}" if lat is not None else ""
+    ranked = (
+        f", most used ({what} at epoch {run.cached_epochs()[-1]}) first; grey: inactive "
+        f"({what} < {analysis.INACTIVE:g})"
+        if lat is not None
+        else ""
+    )
     title = (
         f"{model_kind(run)}: one latent dimension at a time, around {where}\n"
-        f"{shown} dimension{'s' if len(order) > 1 else ''}, most used ({what}{epoch}) first; "
-        f"grey: inactive ({what} < {analysis.INACTIVE:g})"
+        f"{shown} dimension{'s' if len(order) > 1 else ''}{ranked}"
     )
     unit = " × the codes' std" if scale is not None else ""
     name = "traversal.png" if index is None else f"traversal-{index}.png"
@@ -374,14 +376,14 @@ def make_kl_per_dim(run: Run, out: Path | str | None = None, epoch: int | None =
 
 __all__ = [
     "make_bubbles",
-    "make_latent_use",
-    "make_traversal",
     "make_embeddings",
     "make_interpolations",
     "make_kl_per_dim",
+    "make_latent_use",
     "make_losses",
     "make_manifold",
     "make_reconstructions",
     "make_samples",
+    "make_traversal",
     "output_dir",
 ]
