@@ -62,6 +62,11 @@ def test_a_conv_decoder_or_a_large_one_points_to_vaelab_serve(tmp_path, runs, mo
     conv = load_run(train_tiny_run(tmp_path, model="conv-vae", epochs=1))
     text = live.section(conv)
     assert "is not an MLP" in text and "vaelab serve" in text and "live-data" not in text
+    conditional = load_run(runs["d2"])
+    monkeypatch.setattr(conditional.model, "n_classes", 10, raising=False)
+    assert "conditional" in live.section(conditional) and "vaelab serve" in live.section(
+        conditional
+    )
     monkeypatch.setattr(live, "MAX_PARAMETERS", 1000)
     text = live.section(load_run(runs["d2"]))
     assert "51,152 parameters, more than the 1,000" in text and "vaelab serve" in text

@@ -13,8 +13,11 @@ more than MAX_PARAMETERS parameters is not embedded; the page says that ``vaelab
 explores it instead. The logits become the run's mean image as ``LatentModel.decode``
 does: a sigmoid for bernoulli, gaussian and mse, the continuous-Bernoulli mean otherwise.
 
-Conditional runs (``decode(z, labels)``) are not embedded yet; ``labels`` in the payload
-and ``decoderInput`` in live.js are where a label picker plugs in.
+Conditional runs (``decode(z, labels)``) are not embedded yet: the page says so. The hook
+for them: a conditional MLP that appends the one-hot label to z (first layer Linear(d + K,
+h)) needs ``mlp_layers`` to accept ``in_features == d + K``, the payload's ``labels`` set
+to the K class names (the page then shows a label picker) and ``decoderInput`` in live.js
+to return z with the one-hot label appended, as the model does.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ def image_layout(input_shape: tuple[int, ...]) -> dict[str, int]:
 def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
     """What the page needs to decode live, or (None, why not)."""
     model = run.model
+    if getattr(model, "n_classes", 0):  # see the module docstring: the label-picker hook
+        return None, "this run is conditional, and the page cannot pick a label yet"
     layers = mlp_layers(model)
     if layers is None or not _reproduces(model, layers):
         return None, f"this run's decoder ({run.config.model}) is not an MLP"

@@ -32,8 +32,9 @@
   }));
 
   // ---------------------------------------------------------------- the decoder
-  // The decoder's input. Hook for conditional runs (decode(z, labels)): build the input
-  // from z and the picked label here, as the model does; data.labels lists the classes.
+  // The decoder's input. Hook for conditional runs (decode(z, labels)): data.labels lists
+  // the classes and shows the picker; return z with the one-hot label appended here, as a
+  // conditional MLP's decoder takes it (vaelab/viz/live.py's docstring says the rest).
   function decoderInput(z, label) { return z; } // eslint-disable-line no-unused-vars
 
   function linear(layer, x) { // (rows, cols) . x + b
