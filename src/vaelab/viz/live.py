@@ -127,6 +127,8 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
         "cb_band": CB_TAYLOR_BAND,
         "image": image_layout(model.config.input_shape),
         "start": [float(v) for v in model.prior_mean()],
+        "scale": [1.0] * d,  # a slider spans start +- range * scale
+        "centre": "prior mean",
         "range": SLIDER_RANGE,
         "order": order,  # slider order: the most used dimension first
         "use": [round(float(v), 4) for v in use] if what else None,
@@ -136,6 +138,10 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
         "map": None,
         "parameters": n_params,
     }
+    if not model.stochastic and lat is not None:  # an AE has no prior: its codes' spread
+        payload["start"] = [float(v) for v in lat["mu"].mean(0)]
+        payload["scale"] = [float(v) or 1.0 for v in lat["mu"].std(0)]
+        payload["centre"] = "mean code"
     if d == 2 and lat is not None:
         n = min(MAP_POINTS, len(lat["mu"]))
         payload["map"] = {
@@ -153,7 +159,7 @@ PANEL = """
   <div class="live-out">
     <canvas id="live-image" width="28" height="28" aria-label="decoded image"></canvas>
     <p class="live-z" id="live-z"></p>
-    <p class="live-buttons"><button type="button" id="live-reset">prior mean</button>
+    <p class="live-buttons"><button type="button" id="live-reset">centre</button>
       <button type="button" id="live-random">random z</button>
       <label id="live-label-box" hidden>label <select id="live-label"></select></label></p>
   </div>

@@ -91,8 +91,8 @@
     const moved = state.z.map((v, j) => [j, v]).filter(([j, v]) => v !== data.start[j]);
     $("live-z").textContent = d <= 4 || moved.length > 4
       ? `z = (${state.z.map((v) => v.toFixed(2)).join(", ")})`
-      : moved.length === 0 ? "z = the prior mean"
-      : moved.map(([j, v]) => `z${j + 1} = ${v.toFixed(2)}`).join(", ") + "; the rest at the prior mean";
+      : moved.length === 0 ? `z = the ${data.centre}`
+      : moved.map(([j, v]) => `z${j + 1} = ${v.toFixed(2)}`).join(", ") + `; the rest at the ${data.centre}`;
     for (const input of sliders) {
       const j = Number(input.dataset.dim);
       input.value = state.z[j];
@@ -117,8 +117,9 @@
     name.textContent = `z${j + 1}${shown}${off ? " (inactive)" : ""}`;
     name.title = off ? "inactive: its posterior is (almost) the prior" : "";
     const input = document.createElement("input");
-    Object.assign(input, { type: "range", step: 0.01, min: data.start[j] - data.range,
-      max: data.start[j] + data.range, value: data.start[j] });
+    const reach = data.range * data.scale[j];
+    Object.assign(input, { type: "range", step: reach / 300, min: data.start[j] - reach,
+      max: data.start[j] + reach, value: data.start[j] });
     input.dataset.dim = j;
     input.setAttribute("aria-label", `latent dimension ${j + 1}`);
     input.addEventListener("input", () => { state.z[j] = Number(input.value); schedule(); });
@@ -132,8 +133,10 @@
     while (u === 0) u = Math.random();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * Math.random());
   }
+  $("live-reset").textContent = data.centre;
   $("live-reset").addEventListener("click", () => setZ(data.start));
-  $("live-random").addEventListener("click", () => setZ(data.start.map((m) => m + gaussian())));
+  $("live-random").addEventListener("click",
+    () => setZ(data.start.map((m, j) => m + data.scale[j] * gaussian())));
   if (data.labels.length) { // the label picker of a conditional run
     $("live-label-box").hidden = false;
     data.labels.forEach((name, k) => $("live-label").append(new Option(name, k)));
