@@ -35,6 +35,8 @@ def written(capsys, *argv):
         (["embed", "--method", "pca", "--n", "30"], ["embeddings-pca.png"]),
         (["bubbles", "--n", "40", "--epochs", "2"], ["bubbles.png", "bubbles.gif"]),
         (["manifold", "--grid", "5"], ["manifold.png"]),
+        (["traverse", "--steps", "5"], ["traversal.png"]),
+        (["traverse", "--dims", "3,1", "--range", "2", "--index", "4"], ["traversal-4.png"]),
     ],
 )
 def test_each_figure_command_writes_its_files(capsys, run, tmp_path, argv, names):
@@ -76,6 +78,14 @@ def test_report_and_compare_commands(capsys, run, tmp_path):
         (["report", "{run}", "--out", "{blocked}/r.html"], "pass a writable --out"),
         (["sample", "{run}", "--temperature", "-1"], "--temperature"),
         (["manifold", "{run}", "--grid", "1"], "--grid must be at least 2"),
+        (["traverse", "{run}", "--dims", "4"], "--dims 4 is outside 1..3"),
+        (["traverse", "{run}", "--dims", "0,1"], "--dims 0 is outside 1..3"),
+        (["traverse", "{run}", "--dims", ","], "--dims (none) is outside 1..3"),
+        (["traverse", "{run}", "--steps", "1"], "--steps must be at least 2"),
+        (["traverse", "{run}", "--range", "0"], "--range must be a positive number"),
+        (["traverse", "{run}", "--range", "-2"], "--range must be a positive number"),
+        (["traverse", "{run}", "--index", "64"], "--index 64 is outside the test set"),
+        (["traverse", "{run}", "--index", "-1"], "--index -1 is outside the test set"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, run, tmp_path, argv, match):

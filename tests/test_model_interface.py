@@ -24,10 +24,13 @@ PRIOR_MEAN = 1.5
 
 class ShiftedPriorVAE(VAE):
     """The lecture's VAE with the prior p(z) = N(m, I), m = 1.5 in every dimension: the
-    prior's three parts overridden, nothing else."""
+    prior's four parts overridden, nothing else."""
 
     def sample_prior(self, n, generator=None, temperature=1.0):
         return PRIOR_MEAN + super().sample_prior(n, generator, temperature)
+
+    def prior_mean(self):
+        return torch.full((self.latent_dim,), PRIOR_MEAN)
 
     def log_prior(self, z):
         return log_standard_normal(z - PRIOR_MEAN)
@@ -143,3 +146,4 @@ def test_a_new_model_is_a_class_and_a_registry_line(tiny, tmp_path, monkeypatch)
         terms = elbo_terms(run.model, x)
     assert result["kl"] == pytest.approx(terms.kl.mean().item(), rel=1e-4)
     assert figures.make_samples(run).is_file()
+    assert figures.make_traversal(run, steps=3).is_file()  # around N(1.5, I)'s mean

@@ -119,6 +119,8 @@ def test_notebook_runs_end_to_end_and_shows_every_figure(tmp_path, monkeypatch):
         vae / "figures" / "samples-by-epoch.png",
         vae / "figures" / "embeddings-tsne.png",
         vae / "figures" / "kl-per-dim.png",
+        vae / "figures" / "traversal.png",
+        vae / "figures" / "latent-use.png",
         ae / "figures" / "reconstructions.png",
         ae / "figures" / "samples.png",
         d2 / "figures" / "bubbles.png",
@@ -128,7 +130,7 @@ def test_notebook_runs_end_to_end_and_shows_every_figure(tmp_path, monkeypatch):
     interpolations = sorted((vae / "figures").glob("interpolation-*-linear.png"))
     assert len(interpolations) == 2  # 5 -> 4 and 3 -> 8
     expected += interpolations + sorted((ae / "figures").glob("interpolation-*-linear.png"))
-    assert len(expected) == 17
+    assert len(expected) == 19
     shown = shown_images(nb)
     for path in expected:
         assert path.is_file(), f"{path.relative_to(tmp_path)} was not written"

@@ -63,22 +63,27 @@ def test_report_has_every_section_and_only_existing_images(runs):
         "Interpolation",
         "Embeddings",
         "KL per latent dimension",
+        "Is the latent used?",
+        "Traversals",
+        "Walk the latent space (live)",
         "Bubbles",
         "Latent manifold",
         "Evaluation (eval.json)",
     ):
         assert f">{heading}</h2>" in text, heading
-    assert check_images(page) == 9  # bubbles: the panels and the GIF
+    assert check_images(page) == 11  # bubbles: the panels and the GIF
+    assert 'id="live-data"' in text and "test_mutual_information" in text
     assert "123.5" in text and "iwae.nll" in text
     assert not re.search(r'(src|href)="(https?:)?//', text)  # nothing from the network
-    for name in ("losses", "samples", "manifold", "bubbles", "kl-per-dim", "embeddings-tsne"):
+    names = ("losses", "samples", "manifold", "bubbles", "kl-per-dim", "embeddings-tsne")
+    for name in (*names, "latent-use", "traversal"):
         assert list((runs["vae"] / "figures").glob(f"{name}.*")), name
 
 
 def test_report_works_when_copied_elsewhere(runs, tmp_path):
     copy = tmp_path / "copy.html"
     shutil.copy(runs["report"], copy)
-    assert check_images(copy) == 9
+    assert check_images(copy) == 11
 
 
 def test_compare_puts_the_runs_side_by_side(runs):

@@ -41,6 +41,9 @@ def test_sweep_trains_evaluates_and_tabulates(tiny_npz, tmp_path, tmp_cache):
     assert rows[1]["kl"] < rows[0]["kl"]
     table = (out / "sweep.md").read_text()
     assert "| beta |" in table and "| 0.5 |" in table and "| 4 |" in table
+    assert "I(x; z)" in table and rows[0]["mutual_information"] is not None
+    # beta = 4 pulls every posterior towards the prior: less information about x in z
+    assert rows[1]["mutual_information"] < rows[0]["mutual_information"]
     assert (out / "rate-distortion.png").stat().st_size > 1000
 
     logs.clear()  # a second call evaluates the finished runs without retraining them

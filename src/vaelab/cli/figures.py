@@ -1,5 +1,5 @@
 """Figure commands: ``sample``, ``reconstruct``, ``interpolate``, ``embed``, ``bubbles``,
-``manifold``, ``report`` and ``compare``. Each loads a run and calls one library function
+``manifold``, ``traverse``, ``report`` and ``compare``. Each loads a run and calls one library function
 (:mod:`vaelab.viz.figures` or :mod:`vaelab.viz.report`), then prints the files it wrote."""
 
 from __future__ import annotations
@@ -63,6 +63,22 @@ def cmd_manifold(args: argparse.Namespace) -> int:
     from vaelab.viz.figures import make_manifold
 
     return _written(make_manifold(_run(args), args.grid, args.out))
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from vaelab.errors import VaelabError
+    from vaelab.viz.figures import make_traversal
+
+    run = _run(args)
+    d = run.model.latent_dim
+    dims = None
+    if args.dims is not None:  # numbered 1..d, as the figures label them (z1, z2, ...)
+        bad = [j for j in args.dims if not 1 <= j <= d] or ([] if args.dims else ["(none)"])
+        if bad:
+            raise VaelabError(f"--dims {bad[0]} is outside 1..{d}, the latent dimensions z1..z{d}")
+        dims = [j - 1 for j in args.dims]
+    made = make_traversal(run, dims, args.range, args.steps, args.index, args.out)
+    return _written(made)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -139,6 +155,30 @@ def register(command) -> None:
     p = command("manifold", cmd_manifold, "decoded grid over the latent plane")
     _common(p)
     p.add_argument("--grid", type=int, default=20, help="cells per side (default 20)")
+
+    p = command("traverse", cmd_traverse, "decode one latent dimension at a time, swept")
+    _common(p)
+    p.add_argument(
+        "--dims",
+        type=int_list,
+        default=None,
+        metavar="LIST",
+        help="dimensions as numbered in the figures, 1..d, e.g. 1,4 (default all, at most 32)",
+    )
+    p.add_argument(
+        "--range",
+        type=float,
+        default=3.0,
+        help="sweep each dimension from base - R to base + R (default 3)",
+    )
+    p.add_argument("--steps", type=int, default=11, help="images per row (default 11)")
+    p.add_argument(
+        "--index",
+        type=int,
+        default=None,
+        metavar="I",
+        help="base code: test image I's posterior mean (default the prior mean)",
+    )
 
     p = command("report", cmd_report, "write RUN/report.html with every figure of the run")
     p.add_argument("run", metavar="RUN", help="a run directory written by vaelab train")

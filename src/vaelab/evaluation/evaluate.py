@@ -31,7 +31,13 @@ from vaelab.checksums import seal_json
 from vaelab.config import BINARIZE_CHOICES, check_choice
 from vaelab.data.datasets import Dataset, binarize_fixed
 from vaelab.errors import SettingError, StorageError, VaelabError
-from vaelab.evaluation.bounds import active_units, autoencoder_terms, iwae_estimate
+from vaelab.evaluation.bounds import (
+    EVAL_MI_POINTS,
+    active_units,
+    autoencoder_terms,
+    iwae_estimate,
+    latent_usage,
+)
 from vaelab.fileio import atomic_write_json
 from vaelab.lock import RunLock
 from vaelab.models import LatentModel
@@ -107,9 +113,11 @@ def likelihood_fields(
     seed: int,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """The eval.json fields about the data's likelihood: bounds, KL, active units.
+    """The eval.json fields about the data's likelihood: bounds, KL, active units and
+    the mutual information I(x; z) over the first EVAL_MI_POINTS images
+    (``vaelab.evaluation.bounds.mutual_information``).
 
-    A plain autoencoder has no q(z|x): its bounds and KL are None."""
+    A plain autoencoder has no q(z|x): its bounds, KL and mutual information are None."""
     if model.stochastic:
         g = torch.Generator(next(model.parameters()).device).manual_seed(seed)
         t = iwae_estimate(model, x, k, batch_size, generator=g, progress=progress)
@@ -130,10 +138,13 @@ def likelihood_fields(
         )
         fields["recon"] = float(t["recon"].mean())
     au, var = active_units(t["mu"])
+    usage = latent_usage(t["mu"], t.get("logvar"), EVAL_MI_POINTS, seed)
     fields.update(
         active_units=au,
         latent_dim=int(t["mu"].shape[1]),
         mu_variance_per_dim=[round(float(v), 6) for v in var],
+        mutual_information=usage["mutual_information"],
+        mutual_information_max=usage.get("mutual_information_max"),
     )
     return fields
 
@@ -288,6 +299,11 @@ def format_result(result: dict[str, Any]) -> str:
     else:
         lines.append(f"  recon         {result['recon']:9.2f}   (z = code)")
     lines.append(f"  active units  {result['active_units']:9d} of {result['latent_dim']}")
+    if result.get("mutual_information") is not None:
+        lines.append(
+            f"  I(x; z)       {result['mutual_information']:9.2f}   nats, of at most "
+            f"log N = {result['mutual_information_max']:.2f} (aggregate posterior)"
+        )
     s = result.get("sample_scores")
     if s:
         lines.append(

@@ -30,6 +30,7 @@ COLUMNS = (
     ("NLL (IWAE)", "nll_iwae", "{:.2f}"),
     ("± se", "nll_iwae_se", "{:.2f}"),
     ("active units", "active_units", "{}"),
+    ("I(x; z)", "mutual_information", "{:.2f}"),
     ("sample confidence", "mean_confidence", "{:.3f}"),
     ("confident >= 0.9", "confident_fraction", "{:.3f}"),
     ("class entropy", "class_entropy", "{:.3f}"),
@@ -134,7 +135,14 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def format_row(row: dict[str, Any]) -> str:
-    return ", ".join(f"{h} {_cell(row.get(k), f)}" for h, k, f in COLUMNS[:6])
+    return ", ".join(f"{h} {_cell(row.get(k), f)}" for h, k, f in COLUMNS[:7])
+
+
+def _mi_ceiling(rows: list[dict[str, Any]]) -> str:
+    top = next(
+        (r.get("mutual_information_max") for r in rows if r.get("mutual_information_max")), None
+    )
+    return "no posterior" if top is None else f"log N = {top:.2f}"
 
 
 def markdown_table(rows: list[dict[str, Any]], param: str, config: TrainConfig) -> str:
@@ -151,7 +159,9 @@ def markdown_table(rows: list[dict[str, Any]], param: str, config: TrainConfig) 
         f"Shared settings (the rest are vaelab's defaults): {shared or 'none'}.",
         "",
         f"Per test image, in nats; NLL with K = {rows[0]['iw_samples'] if rows else '?'} "
-        f"importance samples; -ELBO is the beta = 1 bound for every row. {note}.",
+        f"importance samples; -ELBO is the beta = 1 bound for every row; I(x; z) is the "
+        "mutual information under the aggregate posterior, at most log N for N test images "
+        f"({_mi_ceiling(rows)}). {note}.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -192,9 +202,11 @@ def plot_sweep(rows: list[dict[str, Any]], param: str, path: Path | str) -> Path
     ax2.set_ylabel("nats per test image")
     ax2.set_title("Bounds on -log p(x)")
     series(ax3, "active_units", "^-", "active units", color="tab:green")
-    ax3.set_ylabel("active units")
-    ax3.set_ylim(-0.5, max(r.get("latent_dim") or 1 for r in rows) + 0.5)
-    ax3.set_title("Active units and sample quality")
+    series(ax3, "mutual_information", "s-", "I(x; z) [nats]", color="tab:orange")
+    ax3.set_ylabel("active units; I(x; z) in nats")
+    top = max(max(r.get("latent_dim") or 1, r.get("mutual_information_max") or 0) for r in rows)
+    ax3.set_ylim(-0.5, top + 0.5)
+    ax3.set_title("Latent use and sample quality")
     right = ax3.twinx()
     series(right, "mean_confidence", "d:", "sample confidence", color="tab:red")
     series(right, "confident_fraction", "v:", "fraction >= 0.9", color="tab:purple")

@@ -14,15 +14,16 @@ A model maps x (B, *input_shape) to a latent z (B, d) and back. It must define
 and inherits, for a diagonal-Gaussian posterior and the prior p(z) = N(0, I):
 
     sample_prior(n)                 z ~ p(z), (n, d)
+    prior_mean()                    E[z] under p(z), (d,): the base code of traversals
     log_prior(z), log_posterior(z, mu, logvar)      log p(z), log q(z|x), summed over d
     kl(mu, logvar), kl_per_dim      KL(q(z|x) || p(z)) per example, and per dimension
     log_weights(x, posterior, S)    the S importance samples' log p(x|z), log p(z), log q(z|x)
     neg_log_likelihood(logits, x)   -log p(x|z) under the run's likelihood
     decode(z)                       E[x|z], the image shown
 
-A model whose prior is not N(0, I) overrides ``sample_prior``, ``log_prior`` and ``kl``
-(e.g. with the sampled log q(z|x) - log p(z) where no closed form exists); one with more
-stochastic layers overrides ``log_weights`` and ``kl`` and exposes its top latent through
+A model whose prior is not N(0, I) overrides ``sample_prior``, ``prior_mean``,
+``log_prior`` and ``kl`` (e.g. with the sampled log q(z|x) - log p(z) where no closed form
+exists); one with more stochastic layers overrides ``log_weights`` and ``kl`` and exposes its top latent through
 ``encode`` for the figures.
 """
 
@@ -80,6 +81,10 @@ class LatentModel(nn.Module):
     ) -> Tensor:
         """n latents z = T * eps, eps ~ N(0, I): (n, d) on the CPU (T = ``temperature``)."""
         return temperature * torch.randn(n, self.latent_dim, generator=generator)
+
+    def prior_mean(self) -> Tensor:
+        """E[z] under p(z), (d,) on the CPU: zeros for N(0, I)."""
+        return torch.zeros(self.latent_dim)
 
     def log_prior(self, z: Tensor) -> Tensor:
         """log p(z) = log N(z; 0, I), summed over the last dimension."""

@@ -19,6 +19,7 @@ from torch import Tensor
 from vaelab.config import TrainConfig
 from vaelab.data.datasets import Dataset
 from vaelab.errors import DivergenceError
+from vaelab.evaluation.bounds import latent_usage
 from vaelab.losses import decoder_mean
 from vaelab.models import LatentModel
 from vaelab.objectives import negative_elbo
@@ -33,9 +34,10 @@ EVAL_BATCH = 1000
 def evaluate_loss(
     model: LatentModel, x: Tensor, config: TrainConfig, keep_latents: bool = False
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Per-sample test loss, recon and KL with z = mu (weight beta); optionally the means,
-    log-variances (-inf for a plain autoencoder) and the reconstructions (the decoder's
-    means) of the first N_SHOWN images."""
+    """Per-sample test loss, recon and KL with z = mu (weight beta), the active units and
+    the mutual information I(x; z) of the test posteriors (``latent_usage``); optionally
+    the means, log-variances (-inf for a plain autoencoder) and the reconstructions (the
+    decoder's means) of the first N_SHOWN images."""
     model.eval()
     sums = torch.zeros(3, device=x.device, dtype=torch.float64)
     mus, logvars = [], []
@@ -46,22 +48,31 @@ def evaluate_loss(
         logits = model.decode_logits(mu)
         terms = negative_elbo(model, xb, mu, (mu, logvar), logits, config.beta)
         sums += torch.stack([t.sum() for t in terms]).double()
-        if keep_latents:
-            mus.append(mu.float().cpu())
-            logvars.append(
-                (logvar if logvar is not None else torch.full_like(mu, -np.inf)).float().cpu()
-            )
-            if shown is None:
-                shown = decoder_mean(logits[:N_SHOWN], model.likelihood).float().cpu().numpy()
+        mus.append(mu.float())
+        logvars.append(logvar if logvar is None else logvar.float())
+        if keep_latents and shown is None:
+            shown = decoder_mean(logits[:N_SHOWN], model.likelihood).float().cpu().numpy()
     loss, rec, kl = (sums / len(x)).tolist()
+    mu = torch.cat(mus)
+    logvar = None if logvars[0] is None else torch.cat(logvars)
+    usage = latent_usage(mu, logvar)  # 0.03 s on the lecture's run (docs/benchmarks.md)
+    test = {
+        "test_loss": loss,
+        "test_recon": rec,
+        "test_kl": kl,
+        "test_active_units": usage["active_units"],
+        "test_mutual_information": usage["mutual_information"],
+    }
     latents = {}
     if keep_latents:
         latents = {
-            "mu": torch.cat(mus).numpy(),
-            "logvar": torch.cat(logvars).numpy(),
+            "mu": mu.cpu().numpy(),
+            "logvar": (logvar if logvar is not None else torch.full_like(mu, -np.inf))
+            .cpu()
+            .numpy(),
             "recon": shown,
         }
-    return {"test_loss": loss, "test_recon": rec, "test_kl": kl}, latents
+    return test, latents
 
 
 def end_of_epoch(

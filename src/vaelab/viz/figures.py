@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vaelab.errors import VaelabError
 from vaelab.fileio import make_writable_dir
@@ -244,6 +245,107 @@ def make_manifold(run: Run, grid: int = 20, out: Path | str | None = None) -> Pa
     )
 
 
+MAX_TRAVERSAL_ROWS = 32  # the most-used dimensions shown by default
+MAX_TRAVERSAL_STEPS = 41
+
+
+def _last_latents(run: Run) -> dict[str, np.ndarray] | None:
+    cached = run.cached_epochs()
+    return run.latents(cached[-1]) if cached else None
+
+
+def _traversal_base(run: Run, lat, index: int | None, data) -> tuple[np.ndarray, object, str]:
+    """(base code, per-dimension scale or None, what the base is) of ``make_traversal``."""
+    model, scale, where = run.model, None, "the prior mean"
+    if not model.stochastic and lat is not None:  # an AE: no prior to sweep around
+        base, scale, where = lat["mu"].mean(0), lat["mu"].std(0), "the mean code"
+    else:
+        base = model.prior_mean().numpy()
+    if index is not None:
+        data = data if data is not None else run.dataset()
+        analysis.check_index(index, len(data.x_test), "--index")
+        with torch.no_grad():
+            base = model.encode(data.x_test[index : index + 1])[0][0].double().numpy()
+        label = int(data.y_test[index])
+        where = f"test image #{index}" + (f" (a {label})" if label >= 0 else "")
+    return base, scale, where
+
+
+def make_traversal(
+    run: Run,
+    dims: Sequence[int] | None = None,
+    span: float = 3.0,
+    steps: int = 11,
+    index: int | None = None,
+    out: Path | str | None = None,
+    data=None,
+) -> Path:
+    """One row per latent dimension (0-based ``dims``; default: all, at most 32), most
+    used first: the base code decoded with that dimension moved by t in [-span, span]
+    (``analysis.traversal``). Base: the prior mean, or with ``index`` the posterior mean
+    of that test image. Use is the mean KL at the last cached epoch (an AE: the codes'
+    variance; its base is their mean and t is in units of their std)."""
+    folder = output_dir(run, out)
+    model, d = run.model, run.model.latent_dim
+    if steps > MAX_TRAVERSAL_STEPS:
+        raise VaelabError(f"--steps {steps} is too many to see; use at most {MAX_TRAVERSAL_STEPS}")
+    lat = _last_latents(run)
+    use, what = analysis.dimension_use(model, lat) if lat is not None else (np.full(d, np.nan), "")
+    chosen = list(range(d)) if dims is None else list(dict.fromkeys(dims))
+    order = sorted(chosen, key=lambda j: -use[j] if np.isfinite(use[j]) else j)
+    order = order[:MAX_TRAVERSAL_ROWS] if dims is None else order
+    base, scale, where = _traversal_base(run, lat, index, data)
+    tr = analysis.traversal(model, base, order, span, steps, scale)
+    unused = [bool(np.isfinite(use[j]) and use[j] < analysis.INACTIVE) for j in order]
+    labels = [
+        f"z{j + 1}"
+        + (f"  {what} {use[j]:.{2 if use[j] >= 0.1 else 3}f}" if np.isfinite(use[j]) else "")
+        + (" (inactive)" if off else "")
+        for j, off in zip(order, unused)
+    ]
+    shown = f"{len(order)} of {d}" if len(order) < d else {1: "the", 2: "both"}.get(d, f"all {d}")
+    ranked = (
+        f", most used ({what} at epoch {run.cached_epochs()[-1]}) first; grey: inactive "
+        f"({what} < {analysis.INACTIVE:g})"
+        if lat is not None
+        else ""
+    )
+    title = (
+        f"{model_kind(run)}: one latent dimension at a time, around {where}\n"
+        f"{shown} dimension{'s' if len(order) > 1 else ''}{ranked}"
+    )
+    unit = " × the codes' std" if scale is not None else ""
+    name = "traversal.png" if index is None else f"traversal-{index}.png"
+    return plots.plot_traversal(
+        tr["images"],
+        labels,
+        unused,
+        tr["t"],
+        model.config.input_shape,
+        title,
+        folder / name,
+        xlabel=f"z_j − base_j{unit}",
+    )
+
+
+def make_latent_use(run: Run, out: Path | str | None = None) -> Path:
+    """Is the latent used? Each dimension's KL over the cached epochs, the total KL, the
+    mutual information I(x; z) and the active units per epoch (posterior collapse shows
+    as KL and I near 0)."""
+    folder = output_dir(run, out)
+    epochs = epochs_or_cached(run, None)
+    if not run.model.stochastic:
+        raise VaelabError(f"{run.path} is a plain autoencoder: it has no KL or posterior")
+    use = analysis.latent_use_by_epoch(run.model, {e: run.latents(e) for e in epochs})
+    last = use["kl"][-1]
+    title = (
+        f"{model_kind(run)} latent use, beta = {run.config.beta:g}: epoch {epochs[-1]} has "
+        f"{int(use['active_units'][-1])} active units, KL {last.sum():.2f} nats, "
+        f"I(x; z) {use['mutual_information'][-1]:.2f} nats"
+    )
+    return plots.plot_latent_use(use, title, folder / "latent-use.png", run.metrics)
+
+
 def make_losses(run: Run, out: Path | str | None = None) -> Path:
     folder = output_dir(run, out)
     if not run.metrics:
@@ -277,9 +379,11 @@ __all__ = [
     "make_embeddings",
     "make_interpolations",
     "make_kl_per_dim",
+    "make_latent_use",
     "make_losses",
     "make_manifold",
     "make_reconstructions",
     "make_samples",
+    "make_traversal",
     "output_dir",
 ]

@@ -353,6 +353,127 @@ def plot_manifold(
     return save_figure(fig, path)
 
 
+def _offset(value: float) -> str:
+    """A column's offset: "-3", "0", "+1.5"."""
+    return "0" if abs(value) < 1e-9 else f"{value:+.3g}".replace("-", "−")
+
+
+def plot_traversal(
+    images: np.ndarray,
+    row_labels: Sequence[str],
+    inactive: Sequence[bool],
+    t: np.ndarray,
+    input_shape: Sequence[int],
+    title: str,
+    path: Path | str,
+    xlabel: str = "change of the dimension",
+) -> Path:
+    """One row per latent dimension (``images`` (rows, steps, D)), labelled on the left,
+    the unused ones in grey; the columns' offsets ``t`` below."""
+    rows, steps = images.shape[:2]
+    pics = to_images(images.reshape(rows * steps, -1), input_shape)
+    h, w = pics.shape[1:3]
+    fig = new_figure((0.42 * steps + 2.6, 0.42 * rows + 1.2))
+    ax = fig.subplots()
+    _show(ax, tile(pics, steps))
+    centre = lambda i, size: 1 + i * (size + 1) + (size - 1) / 2  # noqa: E731
+    ax.set_yticks([centre(r, h) for r in range(rows)], row_labels, fontsize=8)
+    for label, off in zip(ax.get_yticklabels(), inactive):
+        label.set_color("0.6" if off else "0.1")
+    cols = range(0, steps, max(1, (steps - 1) // 10))
+    ax.set_xticks([centre(c, w) for c in cols], [_offset(t[c]) for c in cols], fontsize=7)
+    ax.tick_params(length=0)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_latent_use(
+    use: dict,
+    title: str,
+    path: Path | str,
+    metrics: Sequence[dict] = (),
+    threshold: float = 0.01,
+) -> Path:
+    """Is the latent used, epoch by epoch? Left: each dimension's mean KL at the cached
+    epochs (``use`` from ``analysis.latent_use_by_epoch``), unused ones (last KL below
+    ``threshold``) dashed grey. Right: total KL and I(x; z) (its ceiling log N dotted)
+    with the active units on a second axis: markers at the cached epochs, lines through
+    every epoch where ``metrics`` rows carry them."""
+    import matplotlib
+    from matplotlib.ticker import MaxNLocator
+
+    epochs, kl = use["epochs"], use["kl"]  # (E,), (E, d)
+    d = kl.shape[1]
+    fig = new_figure((12.0, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    cmap = matplotlib.colormaps["viridis"]
+    top = max(float(kl[-1].max()), 1e-9)
+    order = np.argsort(-kl[-1], kind="stable")
+    for j in order[::-1]:  # the most used drawn last, on top
+        used = kl[-1, j] >= threshold
+        colour = cmap(0.85 * (1 - kl[-1, j] / top)) if used else "0.6"
+        left.plot(epochs, kl[:, j], "o-" if used else "o--", ms=3, lw=1.2, color=colour)
+    spread = max(float(kl.max()), 1e-9) * 0.04
+    names: list[tuple[float, list[str]]] = []  # labels for the top 5, merged when close
+    for j in [j for j in order[: min(5, d)] if kl[-1, j] >= threshold]:
+        if names and abs(names[-1][0] - kl[-1, j]) < spread:
+            names[-1][1].append(f"z{j + 1}")
+        else:
+            names.append((float(kl[-1, j]), [f"z{j + 1}"]))
+    for y, group in names:
+        left.annotate(
+            ", ".join(group),
+            (epochs[-1], y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            fontsize=7,
+            va="center",
+        )
+    left.axhline(threshold, ls=":", lw=0.8, color="0.3")
+    left.set_ylim(-0.01, max(left.get_ylim()[1], 0.1))  # collapsed dimensions look flat
+    left.set_xlabel("epoch")
+    left.set_ylabel("mean KL of the dimension (nats)")
+    left.set_title(f"KL per dimension (grey dashed: below {threshold:g} nats, unused)", fontsize=10)
+    units = right.twinx()
+    rows = [m for m in metrics if m.get("test_mutual_information") is not None]
+    series = {  # every epoch from metrics.jsonl where it has them, else the cached epochs
+        "kl": ([m["epoch"] for m in rows], [m["test_kl"] for m in rows]),
+        "mi": ([m["epoch"] for m in rows], [m["test_mutual_information"] for m in rows]),
+        "au": ([m["epoch"] for m in rows], [m["test_active_units"] for m in rows]),
+    }
+    if not rows:
+        series = {
+            "kl": (epochs, kl.sum(1)),
+            "mi": (epochs, use["mutual_information"]),
+            "au": (epochs, use["active_units"]),
+        }
+    right.plot(*series["kl"], "-", color="C0", lw=1, label="KL, mean over test images")
+    right.plot(epochs, kl.sum(1), "o", color="C0", ms=4)
+    right.plot(*series["mi"], "-", color="C1", lw=1.4, label="I(x; z)")
+    right.plot(epochs, use["mutual_information"], "s", color="C1", ms=4)
+    ceiling = float(use["ceiling"])
+    right.axhline(ceiling, ls=":", color="C1", lw=0.8, label=f"log N = {ceiling:.2f}: I's ceiling")
+    units.plot(*series["au"], "-", color="C2", lw=1, drawstyle="steps-mid", label="active units")
+    units.plot(epochs, use["active_units"], "^", color="C2", ms=4)
+    right.set_xlabel("epoch")
+    right.set_ylabel("nats")
+    right.set_ylim(bottom=0)
+    units.set_ylim(0, d + 0.5)
+    units.yaxis.set_major_locator(MaxNLocator(integer=True))
+    units.set_ylabel(f"active units (of {d})")
+    handles = [h for a in (right, units) for h in a.get_legend_handles_labels()[0]]
+    labels = [lab for a in (right, units) for lab in a.get_legend_handles_labels()[1]]
+    right.legend(
+        handles, labels, fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16)
+    )
+    right.set_title(
+        "How much of the KL is information about x (markers: cached epochs)", fontsize=10
+    )
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
 def _loss_series(metrics: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(m["epoch"], m[key]) for m in metrics if m.get(key) is not None]
     return [p[0] for p in pts], [p[1] for p in pts]

@@ -21,7 +21,7 @@ from vaelab.checksums import read_json
 from vaelab.errors import DamagedFileError, VaelabError
 from vaelab.fileio import atomic_write_text, make_writable_dir
 from vaelab.run import Run, load_run
-from vaelab.viz import analysis, figures, plots
+from vaelab.viz import analysis, figures, live, plots
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
@@ -37,6 +37,7 @@ th { background: #f4f4f4; } td.k, th.k { font-family: monospace; } td.n { text-a
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 1.2rem; align-items: start; }
 nav a { margin-right: .8rem; font-size: .9rem; }
 """
+STYLE += live.STYLE
 
 
 def data_uri(path: Path) -> str:
@@ -117,8 +118,12 @@ def _metrics_table(run: Run) -> str:
         "test_loss",
         "test_recon",
         "test_kl",
+        "test_active_units",
+        "test_mutual_information",
         "train_seconds",
     ]
+    newer = ("test_active_units", "test_mutual_information")  # absent from older runs
+    keys = [k for k in keys if k not in newer or any(k in m for m in run.metrics)]
     rows = [[m.get("epoch")] + [m.get(k) for k in keys] for m in run.metrics]
     return table(rows, ["epoch", *keys])
 
@@ -141,6 +146,14 @@ CAPTIONS = {
     "and under it the same endpoints blended pixel by pixel.",
     "embeddings": "The cached test means at each cached epoch in 2-D, coloured by class.",
     "kl": "Dimensions with (almost) no KL are unused: their posterior equals the prior.",
+    "latent-use": "Posterior collapse shows here: a dimension whose KL stays near 0 is not "
+    "used, and I(x; z), the part of the KL that tells test images apart, falls towards 0 "
+    "when every image gets the same posterior. I(x; z) is estimated over the first 1000 "
+    "test images (vaelab.evaluation.bounds.mutual_information), so it is at most "
+    "log 1000 = 6.91 nats: a latent that separates every image reaches that ceiling.",
+    "traversal": "Each row moves one latent dimension around the prior mean (the middle "
+    "column) with the others fixed, the most used dimension first; inactive rows barely "
+    "change.",
     "bubbles": "Each ellipse spans mu ± sigma of one test image's posterior; dashed: the "
     "prior's 1 and 2 sigma circles. Below: the same across epochs, animated.",
     "manifold": "Decoded latent points on a grid; neighbouring cells decode alike.",
@@ -183,6 +196,13 @@ def _report_figures(run: Run, method: str, n_embed: int, log: Callable[[str], No
             lambda: figures.make_kl_per_dim(run, fig),
         ),
         (
+            "latent-use",
+            "Is the latent used?",
+            bool(cached) and stochastic,
+            lambda: figures.make_latent_use(run, fig),
+        ),
+        ("traversal", "Traversals", True, lambda: figures.make_traversal(run, out=fig)),
+        (
             "bubbles",
             "Bubbles",
             bool(cached) and d >= 2,
@@ -217,6 +237,8 @@ def build_report(
         if anchor == "losses":
             inner += _metrics_table(run)
         sections.append((anchor, heading, inner))
+        if anchor == "samples":  # the decoder to play with, right after its samples
+            sections.append(("live", "Walk the latent space (live)", live.section(run)))
     eval_path = run.paths.eval
     if eval_path.is_file():
         try:
