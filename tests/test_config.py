@@ -50,6 +50,7 @@ def test_every_field_is_a_flag_whose_default_is_suppressed():
         "nproc",
         "out",
         "resume",
+        "from_epoch",
         "quiet",
         "report",
     }

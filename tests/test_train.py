@@ -133,7 +133,7 @@ def test_mse_accepts_data_outside_unit_range(tmp_path):
 
     x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
     ds = arrays_to_dataset({"x_train": x, "x_test": x[:16]}, "gauss", "0", "synthetic")
-    with pytest.raises(VaelabError, match="--recon mse"):
+    with pytest.raises(VaelabError, match="use recon mse"):
         train(small(), out=tmp_path / "a", data=ds, **QUIET)
     train(small(recon="mse"), out=tmp_path / "b", data=ds, **QUIET)
 
