@@ -24,6 +24,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("fp32", "bf16")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
+CONDITION_CHOICES = ("none", "label")
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
 
@@ -140,6 +141,13 @@ class TrainConfig:
         f"importance samples of --objective iwae (default {DEFAULT_IW_K}; K=1 is the ELBO)",
         metavar="K",
     )
+    condition: str | None = setting(  # None = "none"; label: a conditional VAE (Sohn et al.)
+        None,
+        MODEL,
+        "label: condition encoder and decoder on the data's labels, one-hot (a conditional "
+        "VAE; needs labelled data); none (default)",
+        choices=CONDITION_CHOICES,
+    )
     kl_warmup: float = setting(
         0.0,
         MODEL,
@@ -203,6 +211,8 @@ class TrainConfig:
             self.gaussian_sigma = 1.0
         if self.objective == "iwae" and self.iw_k is None:
             self.iw_k = DEFAULT_IW_K
+        if self.condition == "none":
+            self.condition = None
         self.validate()
 
     def _resolve_likelihood(self) -> None:
@@ -290,6 +300,8 @@ class TrainConfig:
                     value=sigma,
                 )
         check_choice("objective", self.objective, OBJECTIVE_CHOICES)
+        if self.condition is not None:
+            check_choice("condition", self.condition, CONDITION_CHOICES)
         if self.iw_k is not None:
             if self.objective != "iwae":
                 raise SettingError("{iw_k} applies to {objective} iwae only")
