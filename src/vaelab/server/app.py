@@ -191,7 +191,7 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
             None,
             strict=True,
             ge=0,
-            le=max(k - 1, 0),
+            le=k - 1 if k else None,  # unconditional: any label is refused below
             description=f"conditional runs: the label every z is decoded with, 0..{k - 1}"
             if k
             else "conditional runs only; this run is not conditional",
