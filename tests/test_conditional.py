@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from conftest import assert_one_line_error, call_cli, make_arrays, train_tiny_run
-from vaelab.config import TrainConfig
+from vaelab.config import CONDITIONAL_BETA, TrainConfig
 from vaelab.data.datasets import arrays_to_dataset, label_classes
 from vaelab.errors import SettingError, VaelabError
 from vaelab.evaluation.bounds import iwae_estimate
@@ -25,7 +25,7 @@ from vaelab.models import MODELS, build_model
 from vaelab.run import load_run
 from vaelab.training.loop import train
 from vaelab.viz import analysis, figures
-from vaelab.viz.report import build_report
+from vaelab.viz.report import _label_accuracy_section, build_report
 
 SHAPE = (1, 8, 8)
 QUIET = {"progress": False, "log": lambda _m: None}
@@ -94,6 +94,11 @@ def test_log_weights_decode_each_sample_with_its_images_label():
 def test_condition_setting():
     assert TrainConfig(condition="none").condition is None
     assert TrainConfig(condition="label").condition == "label"
+    # beta: the lecture's 1, CONDITIONAL_BETA for a conditional run, or as given
+    assert (TrainConfig().beta, TrainConfig(condition="none").beta) == (1.0, 1.0)
+    assert TrainConfig(condition="label").beta == CONDITIONAL_BETA == 4.0
+    assert TrainConfig(condition="label", beta=1.0).beta == 1.0
+    assert TrainConfig.from_dict(TrainConfig(condition="label").to_dict()).beta == 4.0
     with pytest.raises(SettingError, match="unknown condition"):
         TrainConfig(condition="digit")
 
@@ -217,13 +222,21 @@ def test_prior_samples_are_scored_against_the_labels_they_were_decoded_with():
     assert (acc["worst"], acc["worst_label"], acc["n_per_label"]) == (0.0, 3, [25] * 4)
 
 
-@pytest.fixture
-def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def evaluated(runs, tmp_path_factory) -> dict[str, dict]:
+    """``vaelab evaluate`` of the conditional MLP run and the plain one, with a classifier
+    trained into a cache of their own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        quiet = {"log": lambda _m: None}
+        return {
+            "vae": evaluate_run(runs["vae"], iw_samples=10, n_samples=200, **quiet),
+            "plain": evaluate_run(runs["plain"], iw_samples=2, n_samples=20, **quiet),
+        }
 
 
-def test_evaluating_a_conditional_run(runs, tmp_cache):
-    result = evaluate_run(runs["vae"], iw_samples=10, n_samples=200, log=lambda _m: None)
+def test_evaluating_a_conditional_run(runs, evaluated):
+    result = evaluated["vae"]
     assert math.isfinite(result["nll_iwae"]) and result["nll_iwae"] <= result["neg_elbo"] + 1
     acc = result["label_accuracy"]
     assert acc == result["sample_scores"]["label_accuracy"]
@@ -231,7 +244,7 @@ def test_evaluating_a_conditional_run(runs, tmp_cache):
     assert acc["overall"] > 0.6  # chance: 0.25
     assert "label acc." in format_result(result)
     assert json.loads((runs["vae"] / "eval.json").read_text())["label_accuracy"] == acc
-    plain = evaluate_run(runs["plain"], iw_samples=2, n_samples=20, log=lambda _m: None)
+    plain = evaluated["plain"]
     assert "label_accuracy" not in plain and "label_accuracy" not in plain["sample_scores"]
 
 
@@ -300,12 +313,10 @@ def test_bad_labels_are_one_line_errors(runs, capsys, run, argv, match):
     assert_one_line_error(code, err, match=match)
 
 
-def test_the_report_of_a_conditional_run(runs, tmp_cache, tmp_path):
-    page = build_report(runs["conv-vae"], tmp_path / "before.html", method="pca", n_embed=50)
-    text = page.read_text()
+def test_the_report_of_a_conditional_run(runs, evaluated, tmp_path):
+    text = build_report(runs["vae"], tmp_path / "report.html", "pca", 50).read_text()
     assert 'id="relabel"' in text and "same z in every row" in text
-    assert 'id="label-accuracy"' in text and "No score yet" in text
-    evaluate_run(runs["conv-vae"], iw_samples=2, n_samples=100, log=lambda _m: None)
-    text = build_report(runs["conv-vae"], tmp_path / "after.html", "pca", 50).read_text()
+    assert 'id="label-accuracy"' in text and "read as the label (%)" in text
     assert "of the samples are read as the label they were decoded with" in text
-    assert "read as the label (%)" in text
+    _, _, before = _label_accuracy_section(load_run(runs["conv-vae"]))  # no eval.json yet
+    assert "No score yet: run <code>vaelab evaluate" in before

@@ -25,6 +25,9 @@ PRECISION_CHOICES = ("fp32", "bf16")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 CONDITION_CHOICES = ("none", "label")
+# beta of a conditional run unless given: enough KL pressure that the latent leaves the
+# class to the label (docs/results.md, "Conditional VAE"; benchmarks/conditional.py)
+CONDITIONAL_BETA = 4.0
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
 
@@ -73,11 +76,14 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``.
+    """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``;
+    ``beta=None`` means 1, or ``CONDITIONAL_BETA`` for a conditional run.
 
     Examples:
         >>> TrainConfig().hidden, TrainConfig(latent_dim=2).hidden  # d^2 unless given
         (400, 4)
+        >>> TrainConfig().beta, TrainConfig(condition="label").beta
+        (1.0, 4.0)
         >>> TrainConfig(model="ae", epochs=3).to_dict()["model"]
         'ae'
         >>> TrainConfig(lr=float("nan"))
@@ -112,7 +118,13 @@ class TrainConfig:
         "the lecture's reconstruction loss: bce, or mse = 0.5 * squared error (default {default})",
         choices=RECON_CHOICES,
     )
-    beta: float = setting(1.0, MODEL, "weight of the KL term (default {default:g})")
+    # None: 1, the lecture's, or CONDITIONAL_BETA for --condition label (docs/concepts.md,
+    # "A conditional VAE": at beta = 1 the latent carries the class too)
+    beta: float | None = setting(
+        None,
+        MODEL,
+        f"weight of the KL term (default 1; {CONDITIONAL_BETA:g} with --condition label)",
+    )
     # p(x|z), the one name the code reads (vaelab.losses.LIKELIHOOD_NAMES: bernoulli,
     # continuous-bernoulli, gaussian, mse); None when made means "from --recon": bce ->
     # bernoulli, mse -> mse (_resolve_likelihood). Checked when the config is made.
@@ -213,6 +225,8 @@ class TrainConfig:
             self.iw_k = DEFAULT_IW_K
         if self.condition == "none":
             self.condition = None
+        if self.beta is None:
+            self.beta = CONDITIONAL_BETA if self.condition == "label" else 1.0
         self.validate()
 
     def _resolve_likelihood(self) -> None:
