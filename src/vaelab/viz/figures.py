@@ -37,7 +37,8 @@ def class_names(run: Run) -> tuple[str, ...]:
 
 
 def model_kind(run: Run) -> str:
-    return "VAE" if run.model.stochastic else "plain AE"
+    kind = "VAE" if run.model.stochastic else "plain AE"
+    return f"conditional {kind}" if run.model.conditional else kind
 
 
 def epochs_or_cached(run: Run, epochs: Sequence[int] | None) -> list[int]:
@@ -106,8 +107,8 @@ def _samples_by_label(
         list(images),
         [label_name(run, k) for k in range(len(images))],
         run.model.config.input_shape,
-        f"{model_kind(run)}: z ~ N(0, I) decoded with each label (rows; one z per "
-        f"column){temp}, epoch {run.epoch}",
+        f"{model_kind(run)}, β = {run.config.beta:g}: z ~ N(0, I) decoded with each label "
+        f"(rows; one z per column){temp}, epoch {run.epoch}",
         folder / f"samples{suffix}.png",
     )
 
@@ -130,8 +131,8 @@ def make_relabel(run: Run, n: int = 8, out: Path | str | None = None, data=None)
         rows,
         names,
         run.model.config.input_shape,
-        f"{model_kind(run)}: test images (top) encoded with their label, decoded with every "
-        f"label, epoch {run.epoch}",
+        f"{model_kind(run)}, β = {run.config.beta:g}: test images (top) encoded with their "
+        f"label,\ndecoded with every label, epoch {run.epoch}",
         folder / "relabel.png",
     )
 
