@@ -40,6 +40,19 @@ TSNE_PERPLEXITY = 30.0
 # ----------------------------------------------------------------------------- generation
 
 
+def _encode(model: LatentModel, x: torch.Tensor, labels: torch.Tensor | None = None):
+    """``model.encode(x)``, with the labels only for a conditional model, so that any
+    model (or stub) without a label input keeps ``encode(x)``."""
+    return model.encode(x) if labels is None else model.encode(x, labels)
+
+
+def _decode(
+    model: LatentModel, z: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``model.decode(z)``, with the labels only for a conditional model."""
+    return model.decode(z) if labels is None else model.decode(z, labels)
+
+
 @torch.no_grad()
 def prior_samples(
     model: LatentModel,
@@ -70,7 +83,7 @@ def prior_samples(
     for start in range(0, n, batch_size):
         z = model.sample_prior(min(batch_size, n - start), generator, temperature)
         y = None if labels is None else labels[start : start + len(z)].to(dev)
-        parts.append(model.decode(z.to(dev), y).float().cpu())
+        parts.append(_decode(model, z.to(dev), y).float().cpu())
     return torch.cat(parts).numpy()  # (n, D)
 
 
@@ -80,8 +93,8 @@ def reconstruct(
 ) -> np.ndarray:
     """Decode the posterior means of ``x`` (with its ``labels`` for a conditional model):
     (N, D), the model's eval mode."""
-    mu, _ = model.posterior(x, labels)
-    return model.decode(mu, labels).float().cpu().numpy()
+    mu, _ = _encode(model, x, labels)
+    return _decode(model, mu, labels).float().cpu().numpy()
 
 
 # ------------------------------------------------------- conditional models: the label
@@ -145,7 +158,7 @@ def relabel(model: LatentModel, x: torch.Tensor, labels: torch.Tensor) -> np.nda
     decoded with every label: (K, n, D). Same handwriting, every class: the label carries
     the class, z the rest (when training left the class out of z)."""
     model.eval()
-    mu, _ = model.posterior(x, labels)
+    mu, _ = model.encode(x, labels)
     return decode_every_label(model, mu)
 
 
@@ -214,14 +227,14 @@ def interpolate(
     each input with its label (``labels`` = (label a, label b)) and decodes the path
     with the one-hot labels mixed alongside, (1 - t) y_a + t y_b."""
     y = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
-    mu, _ = model.posterior(torch.stack([xa, xb]), y)
+    mu, _ = _encode(model, torch.stack([xa, xb]), y)
     z = latent_path(mu[0].numpy(), mu[1].numpy(), steps, mode)  # (steps, d)
     t = path_weights(steps)[:, None]
     mixed = None
     if y is not None:  # (steps, K): the labels' one-hot rows, mixed as z is
         ends = torch.nn.functional.one_hot(y, model.n_classes).double().numpy()
         mixed = torch.as_tensor((1 - t) * ends[0] + t * ends[1], dtype=torch.float32)
-    decoded = model.decode(torch.as_tensor(z, dtype=torch.float32), mixed).float().numpy()
+    decoded = _decode(model, torch.as_tensor(z, dtype=torch.float32), mixed).float().numpy()
     a, b = xa.flatten().numpy(), xb.flatten().numpy()
     pixel = ((1 - t) * a + t * b).astype(np.float32)
     return {"latent": decoded, "pixel": pixel, "t": t[:, 0], "z": z}
@@ -474,5 +487,5 @@ def manifold(
             if len(dims) > 1:
                 z[row * grid + col, dims[1]] = vy
     labels = None if label is None else torch.full((len(z),), label, dtype=torch.long)
-    images = model.decode(torch.as_tensor(z, dtype=torch.float32), labels).float().numpy()
+    images = _decode(model, torch.as_tensor(z, dtype=torch.float32), labels).float().numpy()
     return {"images": images, "u": u, "v": v}
