@@ -107,8 +107,8 @@ def _samples_by_label(
         list(images),
         [label_name(run, k) for k in range(len(images))],
         run.model.config.input_shape,
-        f"{model_kind(run)}, β = {run.config.beta:g}: z ~ N(0, I) decoded with each label "
-        f"(rows; one z per column){temp}, epoch {run.epoch}",
+        f"{model_kind(run)}, β = {run.config.beta:g}: z ~ N(0, I) decoded with each label"
+        f"\n(rows; one z per column){temp}, epoch {run.epoch}",
         folder / f"samples{suffix}.png",
     )
 
