@@ -1,7 +1,8 @@
 """Does the label decide the class? Conditional VAEs on MNIST, scored by label accuracy.
 
     .venv/bin/python benchmarks/conditional.py [--epochs 10] [--root runs/conditional]
-        [--only d20,d4,...] [--samples 10000] [--out benchmarks/results/conditional.json]
+        [--only d20,defaults,...] [--seed 1] [--samples 10000] [--n-test 2000] [--k 100]
+        [--out benchmarks/results/conditional.jsonl]
 
 Each variant is a ``vaelab train --condition label`` run (grey MNIST, seed 1, the other
 settings the lecture's unless the variant says otherwise), trained in this process on
@@ -9,8 +10,10 @@ one data load. At every cached epoch (``--embed-epochs``) N prior samples z ~ N(
 are decoded, sample i with label i mod 10, and vaelab's own digit classifier
 (``vaelab.evaluation.classifier``, cached after its first training) reads them: the
 label accuracy is how often it reads label k for a sample decoded with label k, overall
-and per label (docs/results.md, "Conditional VAE"). Also printed: the test loss (z = mu)
-and the seconds of training.
+and per label (docs/results.md, "Conditional VAE"). Also printed: the test loss (z = mu),
+and at the last epoch the honest bounds on the first ``--n-test`` test images (with
+their labels): the sampled -ELBO (beta = 1) and the IWAE estimate with ``--k`` samples,
+and the seconds of training. A finished run in ``--root`` is scored again, not retrained.
 
 The variant ``hidden-label`` also feeds the one-hot label to the decoder's hidden layer
 (Linear(h + K, D) after the ReLU): the issue's "label also in the decoder's hidden layer",
@@ -34,6 +37,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from vaelab.config import TrainConfig  # noqa: E402
 from vaelab.data.datasets import load_dataset  # noqa: E402
+from vaelab.evaluation.bounds import iwae_estimate  # noqa: E402
 from vaelab.evaluation.classifier import get_classifier, sample_scores  # noqa: E402
 from vaelab.models import MODELS, VAE, MLPConfig, ModelEntry  # noqa: E402
 from vaelab.run import load_run  # noqa: E402
@@ -56,20 +60,39 @@ class HiddenLabelVAE(VAE):
 MODELS["hidden-label"] = ModelEntry(MLPConfig, HiddenLabelVAE, "label also in the hidden layer")
 
 # name -> TrainConfig settings besides condition="label" (hidden 400 unless given: d^2
-# would shrink the network with d, and the question is the latent's size)
+# would shrink the network with d, and the question is the latent's size); "defaults" is
+# a conditional run's defaults (d = 20, hidden 400, beta = CONDITIONAL_BETA)
 VARIANTS = {
-    "d20": {"latent_dim": 20},
-    "d20-hidden-label": {"latent_dim": 20, "model": "hidden-label"},
+    "defaults": {},
+    "d20": {"latent_dim": 20, "beta": 1.0},
+    "d20-hidden-label": {"latent_dim": 20, "beta": 1.0, "model": "hidden-label"},
     "d20-beta2": {"latent_dim": 20, "beta": 2.0},
+    "d20-beta3": {"latent_dim": 20, "beta": 3.0},
     "d20-beta4": {"latent_dim": 20, "beta": 4.0},
-    "d8": {"latent_dim": 8},
-    "d4": {"latent_dim": 4},
-    "d4-hidden-label": {"latent_dim": 4, "model": "hidden-label"},
-    "d2": {"latent_dim": 2},
+    "d8": {"latent_dim": 8, "beta": 1.0},
+    "d4": {"latent_dim": 4, "beta": 1.0},
+    "d4-hidden-label": {"latent_dim": 4, "beta": 1.0, "model": "hidden-label"},
+    "d3": {"latent_dim": 3, "beta": 1.0},
+    "d2": {"latent_dim": 2, "beta": 1.0},
     "d8-beta2": {"latent_dim": 8, "beta": 2.0},
-    "conv-d4": {"latent_dim": 4, "model": "conv-vae"},
-    "conv-d20": {"latent_dim": 20, "model": "conv-vae"},
+    "d4-beta2": {"latent_dim": 4, "beta": 2.0},
+    "conv-d20": {"model": "conv-vae", "beta": 1.0},
+    "conv-defaults": {"model": "conv-vae"},
 }
+
+
+def bounds(model, data, n_test: int, k: int) -> dict:
+    """-ELBO (z sampled, beta = 1) and the IWAE estimate on the first n_test test images."""
+    x, y = data.x_test[:n_test], data.y_test[:n_test]
+    g = torch.Generator().manual_seed(0)
+    t = iwae_estimate(model, x, k, generator=g, labels=y if model.conditional else None)
+    return {
+        "neg_elbo": round(float((t["recon"] + t["kl"]).mean()), 3),
+        "nll_iwae": round(float(t["nll_iwae"].mean()), 3),
+        "kl": round(float(t["kl"].mean()), 3),
+        "iw_k": k,
+        "n_test": len(x),
+    }
 
 
 def score(model, classifier, n: int) -> dict:
@@ -94,6 +117,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=10000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default=None, help="append one JSON line per variant here")
+    p.add_argument("--n-test", type=int, default=2000, help="test images for the bounds")
+    p.add_argument("--k", type=int, default=100, help="importance samples for the bounds")
     args = p.parse_args()
     host = print_machine()
     data = load_dataset("mnist")
@@ -113,7 +138,9 @@ def main() -> None:
         )
         t0 = time.perf_counter()
         out = root / f"{name}-seed{args.seed}"
-        train(config, out=out, data=data, progress=False, log=lambda _m: None)
+        config_file = out / "config.json"
+        if not (config_file.is_file() and "finished" in json.loads(config_file.read_text())):
+            train(config, out=out, data=data, progress=False, log=lambda _m: None)
         seconds = time.perf_counter() - t0
         run = load_run(out)
         train_seconds = sum(m["train_seconds"] or 0 for m in run.metrics)
@@ -125,15 +152,23 @@ def main() -> None:
                 "epoch": epoch,
                 "test_loss": run.metrics[epoch]["test_loss"],
                 "test_kl": run.metrics[epoch]["test_kl"],
+                "test_recon": run.metrics[epoch]["test_recon"],
                 **score(run.model_at(epoch), classifier, args.samples),
                 "train_seconds": round(train_seconds, 1),
                 "run_seconds": round(seconds, 1),
             }
+            if epoch == args.epochs:
+                row.update(bounds(run.model_at(epoch), data, args.n_test, args.k))
             print(
                 f"{name:18s} epoch {epoch:2d}  label acc {100 * row['label_accuracy']:5.1f}%  "
                 f"worst {100 * row['worst']:5.1f}% (label {row['worst_label']})  "
                 f"test loss {row['test_loss']:6.2f} (kl {row['test_kl']:5.2f})  "
-                f"train {train_seconds:5.1f} s",
+                f"train {train_seconds:5.1f} s"
+                + (
+                    f"  -elbo {row['neg_elbo']:6.2f}  iwae {row['nll_iwae']:6.2f}"
+                    if "nll_iwae" in row
+                    else ""
+                ),
                 flush=True,
             )
             if args.out:

@@ -128,7 +128,7 @@ def register(command) -> None:
 
     p = command("relabel", cmd_relabel, "conditional runs: test images decoded with every label")
     _common(p)
-    p.add_argument("--n", type=int, default=8, help="first N test images (default 8)")
+    p.add_argument("--n", type=int, default=10, help="first N test images (default 10)")
 
     p = command("reconstruct", cmd_reconstruct, "test images above their reconstructions by epoch")
     _common(p)

@@ -113,7 +113,7 @@ def _samples_by_label(
     )
 
 
-def make_relabel(run: Run, n: int = 8, out: Path | str | None = None, data=None) -> Path:
+def make_relabel(run: Run, n: int = 10, out: Path | str | None = None, data=None) -> Path:
     """What the label and z each carry (conditional runs): the first n test images,
     encoded with their own labels, their means decoded with every label (one row per
     label). Along a column z stays and the label changes: the same handwriting, every
