@@ -109,6 +109,7 @@ def test_notebook_runs_end_to_end_and_shows_every_figure(tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError on the first failing cell
 
     vae, ae, d2 = runs / "vae", runs / "ae", runs / "vae-2d"
+    cvae, cvae_1 = runs / "cvae", runs / "cvae-beta1"
     expected = [
         runs / "mnist-examples.png",
         runs / "reparameterisation.png",
@@ -126,11 +127,14 @@ def test_notebook_runs_end_to_end_and_shows_every_figure(tmp_path, monkeypatch):
         d2 / "figures" / "bubbles.png",
         d2 / "figures" / "bubbles.gif",
         d2 / "figures" / "manifold.png",
+        cvae / "figures" / "samples.png",  # one row per label
+        cvae_1 / "figures" / "relabel.png",
+        cvae / "figures" / "relabel.png",
     ]
     interpolations = sorted((vae / "figures").glob("interpolation-*-linear.png"))
     assert len(interpolations) == 2  # 5 -> 4 and 3 -> 8
     expected += interpolations + sorted((ae / "figures").glob("interpolation-*-linear.png"))
-    assert len(expected) == 19
+    assert len(expected) == 22
     shown = shown_images(nb)
     for path in expected:
         assert path.is_file(), f"{path.relative_to(tmp_path)} was not written"
@@ -152,4 +156,7 @@ def test_notebook_runs_end_to_end_and_shows_every_figure(tmp_path, monkeypatch):
     assert result["nll_iwae"] <= result["neg_elbo"] + 1.0
     text = text_of(nb)
     assert f"IWAE bound, K = {QUICK['IWAE_K']}" in text and "sample scores skipped" in text
+    assert "label accuracy skipped" in text
+    for run in (cvae, cvae_1):
+        assert json.loads((run / "config.json").read_text())["config"]["condition"] == "label"
     assert "| q = p: mu 0, var 1 | 0.0000 | 0.0000 |" in text  # the KL check's table

@@ -257,6 +257,7 @@ def test_d5_point_click_loads_its_mean_into_the_sliders(browser, runs):
             assert p.coloured_pixels() > 500
             assert page.locator("#sliders input[type=range]").count() == 5
             assert page.locator("#bubbles-wrap").is_hidden()
+            assert page.locator("#label-row").is_hidden()  # not a conditional run
 
             before = p.src("#decoded")
             page.mouse.click(*p.point_on_screen(42))
@@ -276,6 +277,64 @@ def test_d5_point_click_loads_its_mean_into_the_sliders(browser, runs):
             p.wait_src_change("#decoded", sampled)
             assert page.evaluate("state.z") == [0, 0, 0, 0, 0]
             p.shot("explorer-d5-1280x800")
+            assert p.errors == [], p.errors
+            assert p.foreign == [], p.foreign
+        finally:
+            p.close()
+
+
+@pytest.fixture(scope="module")
+def conditional_run(tmp_path_factory, mnist) -> Path:
+    """A 1-epoch conditional run (--condition label, d = 2) on 500 MNIST images."""
+    from vaelab.training.loop import train
+
+    config = TrainConfig(
+        epochs=1, limit=500, latent_dim=2, hidden=64, device="cpu", condition="label"
+    )
+    root = tmp_path_factory.mktemp("browser-conditional") / "cvae"
+    return train(config, out=root, data=mnist, progress=False, log=lambda m: None)
+
+
+def test_conditional_run_decodes_with_the_chosen_label(browser, conditional_run):
+    with serving(conditional_run) as url:
+        p = Page(browser, url)
+        try:
+            page = p.page
+            buttons = page.locator("#labels button")
+            assert page.locator("#label-row").is_visible() and buttons.count() == 10
+            assert page.evaluate("state.label") == 0
+            assert page.locator("#labels button.on").inner_text() == "0"
+
+            # a label: the same z decoded as a 7, exactly what the API decodes
+            before = p.src("#decoded")
+            buttons.nth(7).click()
+            shown = p.wait_src_change("#decoded", before)
+            z = page.evaluate("state.z")
+            served = httpx.post(f"{url}/api/decode", json={"z": [z], "label": 7}).json()
+            assert shown == served["images"][0]
+            assert page.locator("#labels button.on").inner_text() == "7"
+            assert "label 7" in page.inner_text("#decoded-caption")
+
+            # a test image: its own label is chosen, its mean is decoded with it
+            page.mouse.click(*p.point_on_screen(11))
+            page.wait_for_function("() => state.selected !== null")
+            index = page.evaluate("state.selected")
+            encoded = httpx.get(f"{url}/api/encode/{index}").json()
+            page.wait_for_function(f"() => state.label === {encoded['label']}")
+            assert p.src("#decoded") == encoded["recon"]
+
+            # then another label: the same handwriting drawn as another digit
+            other = (encoded["label"] + 5) % 10
+            recon = p.src("#decoded")
+            buttons.nth(other).click()
+            as_other = p.wait_src_change("#decoded", recon)
+            served = httpx.post(
+                f"{url}/api/decode", json={"z": [encoded["mu"]], "label": other}
+            ).json()
+            assert as_other == served["images"][0]
+            assert page.locator("#source-fig").is_visible()
+            assert f"test image #{index}" in page.inner_text("#decoded-caption")
+            p.shot("explorer-conditional-1280x800")
             assert p.errors == [], p.errors
             assert p.foreign == [], p.foreign
         finally:

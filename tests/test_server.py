@@ -511,3 +511,80 @@ def test_serve_without_fastapi_says_how_to_install(monkeypatch, capsys, runs):
         check_serve_extra()
     assert main(["serve", str(runs[2])]) == 2
     assert "vaelab[serve]" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- conditional runs
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory, mnist) -> Explorer:
+    """A 1-epoch conditional run (--condition label) on 500 MNIST images, d = 2."""
+    from vaelab.training.loop import train
+
+    config = TrainConfig(
+        epochs=1, limit=500, latent_dim=2, hidden=64, device="cpu", condition="label"
+    )
+    root = tmp_path_factory.mktemp("serve-conditional") / "cvae"
+    train(config, out=root, data=mnist, progress=False, log=lambda m: None)
+    return Explorer(load_run(root), mnist.x_test, mnist.y_test, mnist.classes)
+
+
+def test_a_conditional_run_decodes_with_the_label_it_is_given(conditional):
+    client = TestClient(create_app(conditional))
+    assert client.get("/api/info").json()["n_classes"] == 10
+    z = [[0.5, -0.5], [0.0, 1.0]]
+    out = {k: client.post("/api/decode", json={"z": z, "label": k, "format": "array"}).json()
+           for k in (3, 8)}  # fmt: skip
+    model = conditional.run.model
+    for k, answer in out.items():
+        with torch.no_grad():
+            expected = model.decode(torch.tensor(z), torch.full((2,), k)).numpy()
+        np.testing.assert_allclose(np.array(answer["pixels"]), expected, atol=1e-4)
+    assert not np.allclose(out[3]["pixels"], out[8]["pixels"], atol=1e-2)
+
+
+def test_a_conditional_run_encodes_and_interpolates_with_the_test_labels(conditional, mnist):
+    client = TestClient(create_app(conditional))
+    model, x, y = conditional.run.model, mnist.x_test, mnist.y_test
+    e = client.get("/api/encode/7").json()
+    with torch.no_grad():
+        mu, _ = model.encode(x[7:8], y[7:8])
+    assert e["label"] == int(y[7]) and e["mu"] == pytest.approx(mu[0].tolist(), abs=1e-5)
+    assert e["recon"] == png_urls(analysis.reconstruct(model, x[7:8], y[7:8]), [1, 28, 28])[0]
+    out = client.post("/api/interpolate", json={"a": 0, "b": 1, "steps": 3, "format": "array"})
+    ends = np.array(out.json()["latent"]["pixels"])[[0, -1]]
+    expected = analysis.reconstruct(model, x[:2], y[:2])
+    np.testing.assert_allclose(ends, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ({"z": [[0.0, 0.0]]}, "this run is conditional: give a label in 0..9"),
+        ({"z": [[0.0, 0.0]], "label": 10}, "less than or equal to 9"),
+        ({"z": [[0.0, 0.0]], "label": -1}, "greater than or equal to 0"),
+        ({"z": [[0.0, 0.0]], "label": "3"}, "valid integer"),
+        ({"z": [[0.0, 0.0]], "label": 2.5}, "valid integer"),
+    ],
+)
+def test_a_conditional_run_refuses_a_missing_or_bad_label(conditional, body, match):
+    response = TestClient(create_app(conditional)).post("/api/decode", json=body)
+    assert_4xx(response)
+    assert match in response.json()["detail"][0]["msg"]
+
+
+def test_an_unconditional_run_refuses_a_label(c2):
+    response = c2.post("/api/decode", json={"z": [[0.0, 0.0]], "label": 1})
+    assert_4xx(response)
+    assert "not conditional" in response.json()["detail"][0]["msg"]
+    assert c2.get("/api/info").json()["n_classes"] == 0
+
+
+def test_info_shows_the_label_accuracy_of_eval_json(conditional, tmp_path, mnist):
+    root = shutil.copytree(conditional.run.path, tmp_path / "run")
+    accuracy = {"overall": 0.9312, "worst": 0.8, "worst_label": 8, "per_label": [0.9] * 10}
+    (root / "eval.json").write_text(json.dumps({"nll_iwae": 140.0, "label_accuracy": accuracy}))
+    ex = Explorer(load_run(root), mnist.x_test, mnist.y_test)
+    assert ex.info()["evaluation"] == {
+        "NLL (IWAE)": 140.0,
+        "label accuracy %": 93.1,
+        "worst label %": 80.0,
+    }

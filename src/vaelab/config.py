@@ -24,6 +24,10 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("fp32", "bf16")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
+CONDITION_CHOICES = ("none", "label")
+# beta of a conditional run unless given: enough KL pressure that the latent leaves the
+# class to the label (docs/results.md, "Conditional VAE"; benchmarks/conditional.py)
+CONDITIONAL_BETA = 4.0
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
 
@@ -72,11 +76,14 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``.
+    """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``;
+    ``beta=None`` means 1, or ``CONDITIONAL_BETA`` for a conditional run.
 
     Examples:
         >>> TrainConfig().hidden, TrainConfig(latent_dim=2).hidden  # d^2 unless given
         (400, 4)
+        >>> TrainConfig().beta, TrainConfig(condition="label").beta
+        (1.0, 4.0)
         >>> TrainConfig(model="ae", epochs=3).to_dict()["model"]
         'ae'
         >>> TrainConfig(lr=float("nan"))
@@ -111,7 +118,13 @@ class TrainConfig:
         "the lecture's reconstruction loss: bce, or mse = 0.5 * squared error (default {default})",
         choices=RECON_CHOICES,
     )
-    beta: float = setting(1.0, MODEL, "weight of the KL term (default {default:g})")
+    # None: 1, the lecture's, or CONDITIONAL_BETA for --condition label (docs/concepts.md,
+    # "A conditional VAE": at beta = 1 the latent carries the class too)
+    beta: float | None = setting(
+        None,
+        MODEL,
+        f"weight of the KL term (default 1; {CONDITIONAL_BETA:g} with --condition label)",
+    )
     # p(x|z), the one name the code reads (vaelab.losses.LIKELIHOOD_NAMES: bernoulli,
     # continuous-bernoulli, gaussian, mse); None when made means "from --recon": bce ->
     # bernoulli, mse -> mse (_resolve_likelihood). Checked when the config is made.
@@ -139,6 +152,13 @@ class TrainConfig:
         MODEL,
         f"importance samples of --objective iwae (default {DEFAULT_IW_K}; K=1 is the ELBO)",
         metavar="K",
+    )
+    condition: str | None = setting(  # None = "none"; label: a conditional VAE (Sohn et al.)
+        None,
+        MODEL,
+        "label: condition encoder and decoder on the data's labels, one-hot (a conditional "
+        "VAE; needs labelled data); none (default)",
+        choices=CONDITION_CHOICES,
     )
     kl_warmup: float = setting(
         0.0,
@@ -203,6 +223,10 @@ class TrainConfig:
             self.gaussian_sigma = 1.0
         if self.objective == "iwae" and self.iw_k is None:
             self.iw_k = DEFAULT_IW_K
+        if self.condition == "none":
+            self.condition = None
+        if self.beta is None:
+            self.beta = CONDITIONAL_BETA if self.condition == "label" else 1.0
         self.validate()
 
     def _resolve_likelihood(self) -> None:
@@ -290,6 +314,8 @@ class TrainConfig:
                     value=sigma,
                 )
         check_choice("objective", self.objective, OBJECTIVE_CHOICES)
+        if self.condition is not None:
+            check_choice("condition", self.condition, CONDITION_CHOICES)
         if self.iw_k is not None:
             if self.objective != "iwae":
                 raise SettingError("{iw_k} applies to {objective} iwae only")

@@ -11,16 +11,17 @@
 
 Each model supplies -log p(x|z), the KL and the importance weights' parts, so these
 functions never change when a model, a prior or a likelihood is added. The trainer calls
-``objective_terms``, which picks the run's objective.
+``objective_terms``, which picks the run's objective. ``labels`` (B,) go to a conditional
+model (q(z|x, y), p(x|z, y)) and are None for the others.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Generator, Tensor
 
 from vaelab.config import TrainConfig
 from vaelab.losses import LossTerms, iwae_bound
-from vaelab.models.base import LatentModel
+from vaelab.models.base import LatentModel, LogWeights
 
 
 def negative_elbo(
@@ -39,34 +40,61 @@ def negative_elbo(
     return LossTerms(rec + weight * kl, rec, kl)
 
 
-def elbo_terms(model: LatentModel, x: Tensor, weight: float | Tensor = 1.0) -> LossTerms:
+def elbo_terms(
+    model: LatentModel, x: Tensor, weight: float | Tensor = 1.0, labels: Tensor | None = None
+) -> LossTerms:
     """The negative ELBO of a batch ``x``: z sampled in train mode, z = mu in eval mode."""
-    posterior = _float32(*model.encode(x))
+    posterior = _float32(*model.posterior(x, labels))
     z = model.reparameterize(*posterior)
-    return negative_elbo(model, x, z, posterior, model.decode_logits(z).float(), weight)
+    return negative_elbo(model, x, z, posterior, model.logits(z, labels).float(), weight)
 
 
-def iwae_terms(model: LatentModel, x: Tensor, k: int, weight: float | Tensor = 1.0) -> LossTerms:
+def iwae_terms(
+    model: LatentModel,
+    x: Tensor,
+    k: int,
+    weight: float | Tensor = 1.0,
+    labels: Tensor | None = None,
+) -> LossTerms:
     """-L_K per example, L_K = log (1/K) sum_k w_k, log w_k = log p(x|z_k) + weight *
     (log p(z_k) - log q(z_k|x)), z_k ~ q(z|x) (always sampled, also in eval mode).
 
     ``recon`` and ``kl`` report the ELBO's parts (recon averaged over the K samples, the KL
     as the model gives it), so loss <= recon + kl when weight = 1."""
-    posterior = _float32(*model.encode(x))  # (B, d) each
-    parts = model.log_weights(x, posterior, k)  # (K, B) each
+    posterior = _float32(*model.posterior(x, labels))  # (B, d) each
+    parts = log_weights(model, x, posterior, k, labels=labels)  # (K, B) each
     log_w = parts.log_px_given_z + weight * (parts.log_pz - parts.log_qz)
     recon = -parts.log_px_given_z.mean(0)
     return LossTerms(-iwae_bound(log_w), recon, model.kl(*posterior))
 
 
 def objective_terms(
-    model: LatentModel, x: Tensor, config: TrainConfig, weight: float | Tensor
+    model: LatentModel,
+    x: Tensor,
+    config: TrainConfig,
+    weight: float | Tensor,
+    labels: Tensor | None = None,
 ) -> LossTerms:
     """Per-example loss terms of the run's objective (``config.objective``) for a batch
-    ``x``, with KL weight ``weight``."""
+    ``x`` (with its ``labels`` for a conditional model), with KL weight ``weight``."""
     if config.objective == "iwae":
-        return iwae_terms(model, x, config.iw_k, weight)
-    return elbo_terms(model, x, weight)
+        return iwae_terms(model, x, config.iw_k, weight, labels)
+    return elbo_terms(model, x, weight, labels)
+
+
+def log_weights(
+    model: LatentModel,
+    x: Tensor,
+    posterior: tuple[Tensor, Tensor],
+    samples: int,
+    generator: Generator | None = None,
+    labels: Tensor | None = None,
+) -> LogWeights:
+    """``model.log_weights``, given the labels only when there are some: a model that
+    overrides it without a label input keeps working."""
+    if labels is None:
+        return model.log_weights(x, posterior, samples, generator)
+    return model.log_weights(x, posterior, samples, generator, labels=labels)
 
 
 def kl_weight(config: TrainConfig, epoch: int, fraction: float = 0.0) -> float:

@@ -1,5 +1,5 @@
-"""Figure commands: ``sample``, ``reconstruct``, ``interpolate``, ``embed``, ``bubbles``,
-``manifold``, ``traverse``, ``report`` and ``compare``. Each loads a run and calls one library function
+"""Figure commands: ``sample``, ``relabel``, ``reconstruct``, ``interpolate``, ``embed``,
+``bubbles``, ``manifold``, ``traverse``, ``report`` and ``compare``. Each loads a run and calls one library function
 (:mod:`vaelab.viz.figures` or :mod:`vaelab.viz.report`), then prints the files it wrote."""
 
 from __future__ import annotations
@@ -21,10 +21,27 @@ def _written(*paths) -> int:
     return 0
 
 
+def label_arg(text: str) -> int | str:
+    """--label: a class number or "all"."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class number or all, got {text!r}") from None
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from vaelab.viz.figures import make_samples
 
-    return _written(make_samples(_run(args), args.out, args.n, args.seed, args.temperature))
+    run = _run(args)
+    return _written(make_samples(run, args.out, args.n, args.seed, args.temperature, args.label))
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from vaelab.viz.figures import make_relabel
+
+    return _written(make_relabel(_run(args), args.n, args.out))
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -62,7 +79,7 @@ def cmd_bubbles(args: argparse.Namespace) -> int:
 def cmd_manifold(args: argparse.Namespace) -> int:
     from vaelab.viz.figures import make_manifold
 
-    return _written(make_manifold(_run(args), args.grid, args.out))
+    return _written(make_manifold(_run(args), args.grid, args.out, args.label))
 
 
 def cmd_traverse(args: argparse.Namespace) -> int:
@@ -109,11 +126,25 @@ def _common(p: argparse.ArgumentParser, out_help: str = "folder for the PNGs") -
 def register(command) -> None:
     p = command("sample", cmd_sample, "decode z ~ N(0, I) into a grid of prior samples")
     _common(p)
-    p.add_argument("--n", type=int, default=64, help="how many samples (default 64)")
+    p.add_argument(
+        "--n", type=int, default=None, help="how many samples (default 64; 10 per row with all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument(
         "--temperature", type=float, default=1.0, help="scale of z's standard deviation (1)"
     )
+    p.add_argument(
+        "--label",
+        type=label_arg,
+        default=None,
+        metavar="K|all",
+        help="a conditional run: decode with label K, or all (the default there): one row "
+        "per class",
+    )
+
+    p = command("relabel", cmd_relabel, "conditional runs: test images decoded with every label")
+    _common(p)
+    p.add_argument("--n", type=int, default=10, help="first N test images (default 10)")
 
     p = command("reconstruct", cmd_reconstruct, "test images above their reconstructions by epoch")
     _common(p)
@@ -155,6 +186,9 @@ def register(command) -> None:
     p = command("manifold", cmd_manifold, "decoded grid over the latent plane")
     _common(p)
     p.add_argument("--grid", type=int, default=20, help="cells per side (default 20)")
+    p.add_argument(
+        "--label", type=int, default=None, metavar="K", help="a conditional run's label (0)"
+    )
 
     p = command("traverse", cmd_traverse, "decode one latent dimension at a time, swept")
     _common(p)

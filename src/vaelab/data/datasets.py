@@ -266,6 +266,41 @@ def prepare_data(
     return data
 
 
+def label_classes(data: Dataset) -> int:
+    """K, the number of classes a model conditioned on ``data``'s labels takes (``vaelab
+    train --condition label``): the dataset's class names, or the largest label + 1. Every
+    training and test image needs a label in 0..K-1.
+
+    Examples:
+        >>> images = np.zeros((3, 2, 2), dtype=np.uint8)
+        >>> arrays = {"x_train": images, "y_train": np.array([0, 2, 1]), "x_test": images[:1]}
+        >>> label_classes(arrays_to_dataset({**arrays, "y_test": np.array([2])}, "toy", "", ""))
+        3
+        >>> label_classes(arrays_to_dataset(arrays, "toy", "", ""))
+        Traceback (most recent call last):
+        ...
+        vaelab.errors.VaelabError: --condition label needs a label for every image, but toy has no test labels
+    """
+    for split, y in (("training", data.y_train), ("test", data.y_test)):
+        missing = int((y < 0).sum())
+        if missing == len(y):
+            raise VaelabError(
+                f"--condition label needs a label for every image, but {data.name} has no "
+                f"{split} labels"
+            )
+        if missing:
+            raise VaelabError(
+                f"--condition label needs a label for every image, but {missing} of the "
+                f"{len(y)} {split} images of {data.name} have none"
+            )
+    largest = int(max(data.y_train.max(), data.y_test.max()))
+    if data.classes and largest >= len(data.classes):
+        raise VaelabError(
+            f"{data.name}: label {largest} is outside its {len(data.classes)} classes"
+        )
+    return len(data.classes) or largest + 1
+
+
 def check_unit_range(data: Dataset) -> None:
     """Bernoulli likelihoods need pixels in [0, 1]; say so instead of training into NaN."""
     for split, x in (("train", data.x_train), ("test", data.x_test)):

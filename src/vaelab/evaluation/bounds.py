@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from vaelab.errors import VaelabError
 from vaelab.models import LatentModel
+from vaelab.objectives import log_weights
 
 ACTIVE_THRESHOLD = 0.01
 ROWS_PER_CHUNK = {"cpu": 4096, "cuda": 65536}  # decoder rows (images x samples) at a time
@@ -153,8 +154,10 @@ def iwae_estimate(
     sample_chunk: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Per-image terms on ``x`` (N, ...) with K importance samples each, chunked.
+    """Per-image terms on ``x`` (N, ...) with K importance samples each, chunked (a
+    conditional model's with the images' ``labels`` (N,)).
 
     Returns float64 tensors on the CPU: ``nll_iwae`` (N,), ``recon`` (N,) (the mean over
     the K samples of -log p(x|z_k)), ``kl`` (N,) and ``kl_per_dim`` (N, d) (the model's
@@ -175,10 +178,12 @@ def iwae_estimate(
         starts, desc=f"K={k}", unit="batch", disable=None if progress else True, leave=False
     ):
         xb = x[start : start + batch_size].to(dev).flatten(1)  # (B, D)
-        posterior = mu, logvar = model.encode(xb)  # (B, d) each
+        yb = None if labels is None else labels[start : start + batch_size].to(dev)
+        posterior = mu, logvar = model.posterior(xb, yb)  # (B, d) each
         lse, rec = [], torch.zeros(len(xb), dtype=torch.float64, device=dev)
         for s0 in range(0, k, sample_chunk):
-            parts = model.log_weights(xb, posterior, min(sample_chunk, k - s0), generator)
+            s = min(sample_chunk, k - s0)
+            parts = log_weights(model, xb, posterior, s, generator, labels=yb)
             log_w = parts.log_px_given_z + parts.log_pz - parts.log_qz  # (S, B)
             lse.append(torch.logsumexp(log_w.double(), dim=0))
             rec -= parts.log_px_given_z.double().sum(0)
@@ -198,14 +203,18 @@ def iwae_estimate(
 
 
 @torch.no_grad()
-def autoencoder_terms(model: LatentModel, x: Tensor, batch_size: int = 1000) -> dict[str, Tensor]:
-    """Per-image reconstruction loss and codes of a deterministic autoencoder."""
+def autoencoder_terms(
+    model: LatentModel, x: Tensor, batch_size: int = 1000, labels: Tensor | None = None
+) -> dict[str, Tensor]:
+    """Per-image reconstruction loss and codes of a deterministic autoencoder (a
+    conditional one's with the images' ``labels``)."""
     model.eval()
     dev = next(model.parameters()).device
     recs, codes = [], []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(dev).flatten(1)
-        code, _ = model.encode(xb)
-        recs.append(model.neg_log_likelihood(model.decode_logits(code), xb).double().cpu())
+        yb = None if labels is None else labels[start : start + batch_size].to(dev)
+        code, _ = model.posterior(xb, yb)
+        recs.append(model.neg_log_likelihood(model.logits(code, yb), xb).double().cpu())
         codes.append(code.double().cpu())
     return {"recon": torch.cat(recs), "mu": torch.cat(codes)}

@@ -247,11 +247,43 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(max(value, 0.0))
 
 
+def label_accuracy(predicted: Tensor, labels: Tensor, n_classes: int) -> dict[str, Any]:
+    """How often samples decoded with label k are classified as k, for a conditional
+    model: ``overall`` (the fraction of all samples), ``per_label`` (K fractions, None for a
+    label with no samples), the ``worst`` of those and its label, and ``n_per_label``.
+
+    Examples:
+        >>> predicted = torch.tensor([0, 0, 1, 1, 2, 0])
+        >>> out = label_accuracy(predicted, torch.tensor([0, 0, 1, 1, 2, 2]), 3)
+        >>> out["overall"], out["per_label"], out["worst"], out["worst_label"]
+        (0.8333333333333334, [1.0, 1.0, 0.5], 0.5, 2)
+    """
+    hit = (predicted == labels).double()
+    counts = torch.bincount(labels, minlength=n_classes)
+    per = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, labels, hit)
+    per_label = [float(per[k] / counts[k]) if counts[k] else None for k in range(n_classes)]
+    present = [(v, k) for k, v in enumerate(per_label) if v is not None]
+    worst, worst_label = min(present) if present else (None, None)
+    return {
+        "overall": float(hit.mean()) if len(hit) else None,
+        "per_label": per_label,
+        "worst": worst,
+        "worst_label": worst_label,
+        "n_per_label": [int(c) for c in counts],
+    }
+
+
 @torch.no_grad()
 def sample_scores(
-    classifier: nn.Module, samples: Tensor, reference: Tensor, batch_size: int = 1000
+    classifier: nn.Module,
+    samples: Tensor,
+    reference: Tensor,
+    batch_size: int = 1000,
+    labels: Tensor | None = None,
 ) -> dict[str, Any]:
-    """Classifier scores of ``samples`` (N, ...) against real ``reference`` images."""
+    """Classifier scores of ``samples`` (N, ...) against real ``reference`` images; with
+    ``labels`` (N,), the labels a conditional model decoded the samples with, also their
+    ``label_accuracy``."""
     classifier.eval()
 
     def run(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -266,7 +298,7 @@ def sample_scores(
     ref_feats, _ = run(reference)
     confidence, label = probs.max(dim=1)
     entropy, counts = histogram_entropy(label, probs.shape[1])
-    return {
+    out = {
         "n_samples": len(samples),
         "mean_confidence": float(confidence.mean()),
         "confident_fraction": float((confidence >= CONFIDENT).double().mean()),
@@ -276,3 +308,6 @@ def sample_scores(
         "frechet_distance": frechet_distance(feats.numpy(), ref_feats.numpy()),
         "n_reference": len(reference),
     }
+    if labels is not None:
+        out["label_accuracy"] = label_accuracy(label, labels.long(), probs.shape[1])
+    return out

@@ -77,6 +77,11 @@ def _data_note(binary: bool, likelihood: str, stochastic: bool) -> str:
     )
 
 
+def split_labels(data: Dataset, split: str) -> Tensor:
+    """The labels of the images ``split_images`` scores."""
+    return data.y_test if split == "test" else data.y_train
+
+
 def split_images(data: Dataset, split: str, mode: str) -> Tensor:
     """The images scored for ``split``; a dynamically binarised training set is
     binarised once with the fixed test seed so that the score is reproducible
@@ -112,15 +117,17 @@ def likelihood_fields(
     batch_size: int,
     seed: int,
     progress: bool = False,
+    labels: Tensor | None = None,
 ) -> dict[str, Any]:
     """The eval.json fields about the data's likelihood: bounds, KL, active units and
     the mutual information I(x; z) over the first EVAL_MI_POINTS images
-    (``vaelab.evaluation.bounds.mutual_information``).
+    (``vaelab.evaluation.bounds.mutual_information``); ``labels``: those of ``x``, for a
+    conditional model.
 
     A plain autoencoder has no q(z|x): its bounds, KL and mutual information are None."""
     if model.stochastic:
         g = torch.Generator(next(model.parameters()).device).manual_seed(seed)
-        t = iwae_estimate(model, x, k, batch_size, generator=g, progress=progress)
+        t = iwae_estimate(model, x, k, batch_size, generator=g, progress=progress, labels=labels)
         neg_elbo = t["recon"] + t["kl"]
         fields = {
             "neg_elbo": float(neg_elbo.mean()),
@@ -132,7 +139,7 @@ def likelihood_fields(
             "kl_per_dim": [round(float(v), 6) for v in t["kl_per_dim"].mean(0)],
         }
     else:
-        t = autoencoder_terms(model, x)
+        t = autoencoder_terms(model, x, labels=labels)
         fields = dict.fromkeys(
             ("neg_elbo", "neg_elbo_se", "recon", "kl", "nll_iwae", "nll_iwae_se", "kl_per_dim")
         )
@@ -221,6 +228,7 @@ def _evaluate(
     x = split_images(scored, split, mode)[:n_images]
     binary = bool(((x == 0) | (x == 1)).all())
     model = run.model.to(select_device(device))
+    labels = split_labels(scored, split)[:n_images] if model.conditional else None
     stochastic = model.stochastic
     likelihood = cfg.likelihood
     result: dict[str, Any] = {
@@ -236,7 +244,7 @@ def _evaluate(
         "iw_samples": iw_samples if stochastic else None,
     }
     result.update(
-        likelihood_fields(model, x, iw_samples, batch_size, seed, progress),
+        likelihood_fields(model, x, iw_samples, batch_size, seed, progress, labels),
         seconds_likelihood=round(time.perf_counter() - t0, 2),
         sample_scores=None,
     )
@@ -244,6 +252,8 @@ def _evaluate(
         t1 = time.perf_counter()
         result["sample_scores"] = score_prior_samples(model, raw, run, n_samples, seed, log)
         result["sample_scores"]["seconds"] = round(time.perf_counter() - t1, 2)
+        if model.conditional:  # also at the top: the number a conditional run is judged by
+            result["label_accuracy"] = result["sample_scores"]["label_accuracy"]
     note = _data_note(binary, likelihood, stochastic)
     if stochastic and run.config.beta != 1:
         note += f"; trained with beta = {run.config.beta:g}, but neg_elbo is the beta = 1 bound"
@@ -267,13 +277,16 @@ def score_prior_samples(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Sample scores of ``model`` with the cached (or freshly trained) classifier of
-    ``raw``, against its grey test images."""
+    ``raw``, against its grey test images. A conditional model decodes sample i with
+    label i mod K, and ``label_accuracy`` says how often the classifier reads that label."""
     from vaelab.evaluation.classifier import get_classifier, sample_scores
-    from vaelab.viz.analysis import prior_samples
+    from vaelab.viz.analysis import balanced_labels, prior_samples
 
     classifier, info = get_classifier(raw, log=log)
-    samples = torch.from_numpy(prior_samples(model, n_samples, seed))
-    out = sample_scores(classifier, samples, raw.x_test)
+    labels = balanced_labels(n_samples, model.n_classes) if model.conditional else None
+    samples = torch.from_numpy(prior_samples(model, n_samples, seed, labels=labels))
+    labels = None if labels is None else torch.from_numpy(labels)
+    out = sample_scores(classifier, samples, raw.x_test, labels=labels)
     out["classifier"] = info
     return out
 
@@ -311,6 +324,12 @@ def format_result(result: dict[str, Any]) -> str:
             f"{100 * s['confident_fraction']:.1f}% >= 0.9, class entropy "
             f"{s['class_entropy']:.2f}/{s['class_entropy_max']:.2f} nats, "
             f"Fréchet {s['frechet_distance']:.2f}  (N = {s['n_samples']})"
+        )
+    acc = result.get("label_accuracy")
+    if acc:
+        lines.append(
+            f"  label acc.    {100 * acc['overall']:8.1f}%   samples decoded with label k read "
+            f"as k; worst label {acc['worst_label']}: {100 * acc['worst']:.1f}%"
         )
     lines.append(f"  seconds       {result['seconds']:9.1f}")
     lines.append(f"note: {result['note']}")

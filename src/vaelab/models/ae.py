@@ -18,16 +18,16 @@ class AE(LatentModel):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         self.config = config
-        D, h, d = config.input_size, config.hidden, config.latent_dim
-        self.latent_dim = d
-        self.encoder = nn.Sequential(nn.Linear(D, h), nn.ReLU(), nn.Linear(h, d))
-        self.decoder = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, D))
+        D, h, d, K = config.input_size, config.hidden, config.latent_dim, config.n_classes
+        self.latent_dim, self.n_classes = d, K
+        self.encoder = nn.Sequential(nn.Linear(D + K, h), nn.ReLU(), nn.Linear(h, d))
+        self.decoder = nn.Sequential(nn.Linear(d + K, h), nn.ReLU(), nn.Linear(h, D))
         self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
-    def encode(self, x: Tensor) -> tuple[Tensor, None]:
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, None]:
         """x: (B, *input_shape) or (B, D) -> (code (B, d), None): no variance."""
-        return self.encoder(x.flatten(1)), None
+        return self.encoder(self.with_label(x.flatten(1), labels)), None
 
-    def decode_logits(self, z: Tensor) -> Tensor:
+    def decode_logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """z: (B, d) -> logits (B, D)."""
-        return self.decoder(z)
+        return self.decoder(self.with_label(z, labels))

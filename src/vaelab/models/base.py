@@ -11,6 +11,13 @@ A model maps x (B, *input_shape) to a latent z (B, d) and back. It must define
                                     plain autoencoder (a point, no posterior)
     decode_logits(z) -> (B, D)      the decoder's raw output, D = prod(input_shape)
 
+A conditional model (``n_classes`` = K > 0, ``vaelab train --condition label``) takes the
+labels (B,) int64 as a second argument of both, encode(x, labels) and decode_logits(z,
+labels): q(z|x, y) and p(x|z, y), y one-hot (Sohn, Lee & Yan 2015, "Learning Structured Output
+Representation using Deep Conditional Generative Models"; Kingma et al. 2014, M2). The
+library passes labels only to a conditional model, through ``posterior`` and ``logits``,
+so a model without a label input keeps encode(x) and decode_logits(z).
+
 and inherits, for a diagonal-Gaussian posterior and the prior p(z) = N(0, I):
 
     sample_prior(n)                 z ~ p(z), (n, d)
@@ -20,6 +27,12 @@ and inherits, for a diagonal-Gaussian posterior and the prior p(z) = N(0, I):
     log_weights(x, posterior, S)    the S importance samples' log p(x|z), log p(z), log q(z|x)
     neg_log_likelihood(logits, x)   -log p(x|z) under the run's likelihood
     decode(z)                       E[x|z], the image shown
+    posterior(x, labels), logits(z, labels)   encode and decode_logits, with the labels of
+                                    a conditional model (None: an unconditional one)
+    one_hot(labels, like)           the labels as one-hot rows (B, K); None if unconditional
+    with_label(h, labels)           h (B, n) with the one-hot labels appended, (B, n + K)
+
+Every method that decodes or encodes takes ``labels=None`` as well.
 
 A model whose prior is not N(0, I) overrides ``sample_prior``, ``prior_mean``,
 ``log_prior`` and ``kl`` (e.g. with the sampled log q(z|x) - log p(z) where no closed form
@@ -35,6 +48,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from vaelab.errors import VaelabError
 from vaelab.losses import (
     decoder_mean,
     gaussian_kl_per_dim,
@@ -68,12 +82,51 @@ class LatentModel(nn.Module):
     likelihood: str = "bernoulli"
     gaussian_sigma: float | str | None = None  # gaussian: a fixed sigma or "learned"
     log_sigma: nn.Parameter | None  # the learned Gaussian scale (None unless learn_sigma)
+    n_classes: int = 0  # K > 0: a conditional model, whose encoder and decoder take labels
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
-    def decode_logits(self, z: Tensor) -> Tensor:
+    def decode_logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         raise NotImplementedError
+
+    # ------------------------------------------------------- labels (conditional models)
+    @property
+    def conditional(self) -> bool:
+        return self.n_classes > 0
+
+    def posterior(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``encode(x)``, or ``encode(x, labels)`` for a conditional model: (mu, logvar)."""
+        return self.encode(x) if labels is None else self.encode(x, labels)
+
+    def logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``decode_logits(z)``, or ``decode_logits(z, labels)`` for a conditional model."""
+        return self.decode_logits(z) if labels is None else self.decode_logits(z, labels)
+
+    def one_hot(self, labels: Tensor | None, like: Tensor) -> Tensor | None:
+        """The labels (B,) as one-hot rows (B, K) in ``like``'s dtype and device (K =
+        ``n_classes``); None for an unconditional model, which takes no labels. Float
+        labels (B, K) are rows of class weights, used as they are (an interpolation
+        between two classes mixes their one-hot rows)."""
+        if not self.conditional:
+            if labels is not None:
+                raise VaelabError("this model is not conditional: it takes no labels")
+            return None
+        if labels is None:
+            raise VaelabError(
+                f"this model is conditional: pass labels, int64 (B,) in 0..{self.n_classes - 1}"
+            )
+        if labels.is_floating_point():  # (B, K) class weights, e.g. between two labels
+            return labels.to(like)
+        # scatter, not F.one_hot: no host sync on a GPU; a label outside 0..K-1 still fails
+        out = like.new_zeros(len(labels), self.n_classes)
+        return out.scatter_(1, labels.long().view(-1, 1).to(out.device), 1.0)
+
+    def with_label(self, h: Tensor, labels: Tensor | None) -> Tensor:
+        """h (B, n) with the labels (B,) appended as one-hot rows: (B, n + K); h itself for
+        an unconditional model."""
+        one_hot = self.one_hot(labels, h)
+        return h if one_hot is None else torch.cat([h, one_hot], dim=1)
 
     # ------------------------------------------------------------------ the prior p(z)
     def sample_prior(
@@ -120,15 +173,18 @@ class LatentModel(nn.Module):
         posterior: tuple[Tensor, Tensor],
         samples: int,
         generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
     ) -> LogWeights:
         """S = ``samples`` draws z_s ~ q(z|x) for each row of ``x`` (B, ...), given its
-        ``posterior`` = ``encode(x)``, and the parts of their log importance weights."""
+        ``posterior`` = ``encode(x)`` (``encode(x, labels)`` for a conditional model), and
+        the parts of their log importance weights."""
         mu, logvar = posterior  # (B, d) each
         eps = torch.randn(
             (samples, *mu.shape), dtype=mu.dtype, device=mu.device, generator=generator
         )
         z = reparameterize(mu, logvar, eps)  # (S, B, d)
-        logits = self.decode_logits(z.flatten(0, 1))  # (S * B, D)
+        repeated = None if labels is None else labels.repeat(samples)  # (S * B,), as z's rows
+        logits = self.logits(z.flatten(0, 1), repeated)  # (S * B, D)
         targets = x.flatten(1).repeat(samples, 1)  # (S * B, D)
         log_px = -self.neg_log_likelihood(logits, targets).view(samples, -1)
         return LogWeights(log_px, self.log_prior(z), self.log_posterior(z, mu, logvar))
@@ -149,11 +205,14 @@ class LatentModel(nn.Module):
             return math.log(self.gaussian_sigma)
         return 0.0
 
-    def decode(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> the mean E[x|z] of p(x|z), (B, D): what is shown as the image."""
-        return decoder_mean(self.decode_logits(z), self.likelihood)
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """z: (B, d) -> the mean E[x|z] of p(x|z), (B, D): what is shown as the image
+        (E[x|z, y] with the labels (B,) of a conditional model)."""
+        return decoder_mean(self.logits(z, labels), self.likelihood)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """x -> (x_hat (B, D), mu (B, d), logvar (B, d) or None)."""
-        mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+    def forward(
+        self, x: Tensor, labels: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """x (and labels) -> (x_hat (B, D), mu (B, d), logvar (B, d) or None)."""
+        mu, logvar = self.posterior(x, labels)
+        return self.decode(self.reparameterize(mu, logvar), labels), mu, logvar

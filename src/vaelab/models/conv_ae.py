@@ -18,14 +18,15 @@ class ConvAE(LatentModel):
         super().__init__()
         self.config = config
         self.latent_dim = config.latent_dim
+        self.n_classes = config.n_classes
         self.encoder = ConvEncoder(config, config.latent_dim)
         self.decoder = ConvDecoder(config)
         self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
-    def encode(self, x: Tensor) -> tuple[Tensor, None]:
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, None]:
         """x: (B, C, H, W) or (B, D) -> (code (B, d), None): no variance."""
-        return self.encoder(x), None
+        return self.encoder(x, self.one_hot(labels, x)), None
 
-    def decode_logits(self, z: Tensor) -> Tensor:
+    def decode_logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """z: (B, d) -> logits (B, D)."""
-        return self.decoder(z)
+        return self.decoder(self.with_label(z, labels))

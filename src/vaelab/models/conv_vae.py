@@ -12,6 +12,9 @@ encoders common since Radford et al. 2016 (https://arxiv.org/abs/1511.06434):
 "H/2" is floor(H/2): a 4x4 kernel with stride 2 and padding 1 maps a side n to n // 2,
 and each transposed convolution gets output_padding = n % 2 so that the decoder gives back
 exactly the input's size, for any H x W x C (28x28, 32x32x3, 7x9, ...).
+
+Conditional (``n_classes`` = K > 0): the one-hot label joins the flattened convolution
+features before the encoder's Linear(., h), and z before the decoder's Linear(d, h).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class ConvConfig:
     hidden: int = 400  # the fully connected layer between the convolutions and the latent
     channels: tuple[int, ...] = (32, 64)  # one stride-2 convolution per entry
     learn_sigma: bool = False  # a learned Gaussian decoder scale (--gaussian-sigma learned)
+    n_classes: int = 0  # K > 0: conditional on a label (--condition label), one-hot in
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
@@ -64,7 +68,8 @@ class ConvConfig:
 
 
 class ConvEncoder(nn.Module):
-    """(B, C, H, W) or (B, C*H*W) -> (B, out_features)."""
+    """(B, C, H, W) or (B, C*H*W) -> (B, out_features); a conditional model's one-hot
+    labels (B, K) join the flattened convolution features."""
 
     def __init__(self, config: ConvConfig, out_features: int) -> None:
         super().__init__()
@@ -75,20 +80,27 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
             c_in = c_out
         h, w = config.sides()[-1]
+        self.n_features = len(layers) + 1  # the layers up to and with Flatten
         self.net = nn.Sequential(
             *layers,
             nn.Flatten(),  # (B, c * h * w)
-            nn.Linear(c_in * h * w, config.hidden),
+            nn.Linear(c_in * h * w + config.n_classes, config.hidden),
             nn.ReLU(),
             nn.Linear(config.hidden, out_features),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.reshape(-1, *self.input_shape))
+    def forward(self, x: Tensor, one_hot: Tensor | None = None) -> Tensor:
+        x = x.reshape(-1, *self.input_shape)
+        if one_hot is None:
+            return self.net(x)
+        features = self.net[: self.n_features](x)  # (B, c * h * w)
+        features = torch.cat([features, one_hot.to(features.dtype)], dim=1)  # (B, c*h*w + K)
+        return self.net[self.n_features :](features)
 
 
 class ConvDecoder(nn.Module):
-    """(B, d) -> logits (B, C*H*W): the encoder mirrored with transposed convolutions."""
+    """(B, d) -> logits (B, C*H*W): the encoder mirrored with transposed convolutions
+    (a conditional model's z arrives with its one-hot label appended: (B, d + K))."""
 
     def __init__(self, config: ConvConfig) -> None:
         super().__init__()
@@ -96,7 +108,7 @@ class ConvDecoder(nn.Module):
         h, w = sides[-1]
         self.start = (config.channels[-1], h, w)
         layers: list[nn.Module] = [
-            nn.Linear(config.latent_dim, config.hidden),
+            nn.Linear(config.latent_dim + config.n_classes, config.hidden),
             nn.ReLU(),
             nn.Linear(config.hidden, math.prod(self.start)),
             nn.ReLU(),
@@ -122,16 +134,17 @@ class ConvVAE(LatentModel):
         super().__init__()
         self.config = config
         self.latent_dim = d = config.latent_dim
+        self.n_classes = config.n_classes
         self.encoder = ConvEncoder(config, 2 * d)
         self.decoder = ConvDecoder(config)
         self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, C, H, W) or (B, D) -> mu, logvar: (B, d) each."""
-        stats = self.encoder(x).view(-1, 2, self.latent_dim)  # (B, 2, d)
-        mu, logvar = stats[:, 0, :], stats[:, 1, :]
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x: (B, C, H, W) or (B, D) (and labels (B,)) -> mu, logvar: (B, d) each."""
+        stats = self.encoder(x, self.one_hot(labels, x)).view(-1, 2, self.latent_dim)
+        mu, logvar = stats[:, 0, :], stats[:, 1, :]  # (B, d) each
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def decode_logits(self, z: Tensor) -> Tensor:
-        """z: (B, d) -> logits (B, D), D = C*H*W."""
-        return self.decoder(z)
+    def decode_logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """z: (B, d) (and labels (B,)) -> logits (B, D), D = C*H*W."""
+        return self.decoder(self.with_label(z, labels))

@@ -6,7 +6,8 @@ Routes (the OpenAPI spec is at /openapi.json):
     GET  /report.html         RUN/report.html when it exists (a fixed route, never a path)
     GET  /api/info            run settings, headline metrics, latent size, image shape
     GET  /api/map             the 2-D map of the test set (x, y, labels, indices, sigma)
-    POST /api/decode          {"z": [[...d numbers], ...], "format": "png" | "array"}
+    POST /api/decode          {"z": [[...d numbers], ...], "format": "png" | "array",
+                               "label": k}  (label: conditional runs only, and required)
     GET  /api/encode/{index}  one test image: mu, logvar, label, image and reconstruction
     POST /api/encode          {"indices": [...]} the same for up to 1024 images
     POST /api/interpolate     {"a": i, "b": j, "steps": 10, "mode": "linear" | "slerp"}
@@ -28,7 +29,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -180,10 +181,29 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
         list[Finite], Field(min_length=d, max_length=d, description=f"{d} finite numbers")
     ]
 
+    k = ex.n_classes
+
     class DecodeRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         z: list[Vector] = Field(min_length=1, max_length=MAX_BATCH)
         format: ImageFormat = "png"
+        label: int | None = Field(
+            None,
+            strict=True,
+            ge=0,
+            le=k - 1 if k else None,  # unconditional: any label is refused below
+            description=f"conditional runs: the label every z is decoded with, 0..{k - 1}"
+            if k
+            else "conditional runs only; this run is not conditional",
+        )
+
+        @model_validator(mode="after")
+        def label_fits_the_run(self) -> "DecodeRequest":
+            if k and self.label is None:
+                raise ValueError(f"this run is conditional: give a label in 0..{k - 1}")
+            if not k and self.label is not None:
+                raise ValueError("this run is not conditional: it takes no label")
+            return self
 
     class EncodeRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -206,7 +226,7 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
         idx = np.asarray(indices, dtype=np.int64)
         mu, logvar = ex.encode(idx)
         originals = png_urls(ex.images(idx), shape)
-        recons = png_urls(ex.decode(mu), shape)
+        recons = png_urls(ex.reconstruct(idx), shape)
         labels = ex.y_test[idx].tolist()
         return [
             {
@@ -261,7 +281,7 @@ def create_app(run: Run | Explorer, trusted_hosts: list[str] | None = None) -> F
         summary="Decode latent vectors",
     )
     def decode(req: DecodeRequest) -> dict[str, Any]:
-        return images(ex.decode(np.asarray(req.z, dtype=np.float32)), req.format)
+        return images(ex.decode(np.asarray(req.z, dtype=np.float32), req.label), req.format)
 
     @app.get("/api/encode/{index}", response_model=Encoded, summary="Encode one test image")
     def encode_one(index: Annotated[int, PathParam(ge=0, lt=n)]) -> dict[str, Any]:

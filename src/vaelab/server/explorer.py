@@ -68,24 +68,37 @@ class Explorer:
         return len(self.x_test)
 
     # ------------------------------------------------------------------ the model
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """z: (B, d) -> pixel means in [0, 1], (B, D) float32."""
+    @property
+    def n_classes(self) -> int:
+        """K of a conditional run (its decoder takes a label 0..K-1); 0 otherwise."""
+        return int(self.model.n_classes)
+
+    def decode(self, z: np.ndarray, label: int | None = None) -> np.ndarray:
+        """z: (B, d) -> pixel means in [0, 1], (B, D) float32; a conditional run decodes
+        every vector with ``label``."""
+        z = torch.as_tensor(z, dtype=torch.float32)
+        labels = None if label is None else torch.full((len(z),), label, dtype=torch.long)
         with self._lock, torch.no_grad():
-            x = self.model.decode(torch.as_tensor(z, dtype=torch.float32))
+            x = self.model.decode(z, labels)
         return _in_unit_range(x.numpy())
 
+    def _labels(self, indices: np.ndarray) -> torch.Tensor | None:
+        """The test labels at ``indices`` for a conditional run (its encoder takes them)."""
+        return self.y_test[torch.as_tensor(indices, dtype=torch.long)] if self.n_classes else None
+
     def encode(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Test images at ``indices`` -> mu (B, d) and logvar (B, d), None for an AE."""
+        """Test images at ``indices`` (with their labels, for a conditional run) -> mu
+        (B, d) and logvar (B, d), None for an AE."""
         x = self.x_test[torch.as_tensor(indices, dtype=torch.long)]
         with self._lock, torch.no_grad():
-            mu, logvar = self.model.encode(x)
+            mu, logvar = self.model.posterior(x, self._labels(indices))
         return mu.numpy(), None if logvar is None else logvar.numpy()
 
     def reconstruct(self, indices: np.ndarray) -> np.ndarray:
         """Test images at ``indices`` decoded from their means, (B, D)."""
         x = self.x_test[torch.as_tensor(indices, dtype=torch.long)]
         with self._lock:
-            return _in_unit_range(analysis.reconstruct(self.model, x))
+            return _in_unit_range(analysis.reconstruct(self.model, x, self._labels(indices)))
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         """Test images at ``indices``, flat (B, D)."""
@@ -97,8 +110,11 @@ class Explorer:
         """The lecture's interpolation (:func:`vaelab.viz.analysis.interpolate`): ``t``
         (S,), the path ``z`` (S, d) from mu_a to mu_b (``mode`` linear or slerp), ``latent``
         (S, D) that path decoded, and ``pixel`` (S, D) the blend (1 - t) x_a + t x_b."""
+        ends = (int(self.y_test[a]), int(self.y_test[b])) if self.n_classes else None
         with self._lock:
-            path = analysis.interpolate(self.model, self.x_test[a], self.x_test[b], steps, mode)
+            path = analysis.interpolate(
+                self.model, self.x_test[a], self.x_test[b], steps, mode, ends
+            )
         return dict(path, latent=_in_unit_range(path["latent"]))
 
     # ------------------------------------------------------------------ the map
@@ -179,6 +195,7 @@ class Explorer:
             "model": run.config.model,
             "stochastic": self.stochastic,
             "latent_dim": self.latent_dim,
+            "n_classes": self.n_classes,  # > 0: conditional, decode with a label 0..K-1
             "epoch": run.epoch,
             "input_shape": list(self.input_shape),
             "n_test": self.n_test,
@@ -216,10 +233,24 @@ def _evaluation_numbers(path: Path) -> dict[str, float]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {
+    numbers = {
         label: data[key]
         for key, label in EVALUATION_KEYS.items()
         if isinstance(data.get(key), int | float)
         and not isinstance(data[key], bool)
         and math.isfinite(data[key])
     }
+    numbers.update(_label_accuracy_numbers(data.get("label_accuracy")))
+    return numbers
+
+
+def _label_accuracy_numbers(acc: Any) -> dict[str, float]:
+    """A conditional run's label accuracy (eval.json), overall and worst, in percent."""
+    if not isinstance(acc, dict):
+        return {}
+    out = {}
+    for key, label in (("overall", "label accuracy %"), ("worst", "worst label %")):
+        v = acc.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            out[label] = round(100 * v, 1)
+    return out

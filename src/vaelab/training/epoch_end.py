@@ -32,20 +32,26 @@ EVAL_BATCH = 1000
 
 @torch.no_grad()
 def evaluate_loss(
-    model: LatentModel, x: Tensor, config: TrainConfig, keep_latents: bool = False
+    model: LatentModel,
+    x: Tensor,
+    config: TrainConfig,
+    keep_latents: bool = False,
+    labels: Tensor | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Per-sample test loss, recon and KL with z = mu (weight beta), the active units and
     the mutual information I(x; z) of the test posteriors (``latent_usage``); optionally
     the means, log-variances (-inf for a plain autoencoder) and the reconstructions (the
-    decoder's means) of the first N_SHOWN images."""
+    decoder's means) of the first N_SHOWN images. ``labels``: those of ``x``, for a
+    conditional model."""
     model.eval()
     sums = torch.zeros(3, device=x.device, dtype=torch.float64)
     mus, logvars = [], []
     shown = None
     for start in range(0, len(x), EVAL_BATCH):
         xb = x[start : start + EVAL_BATCH]
-        mu, logvar = model.encode(xb)
-        logits = model.decode_logits(mu)
+        yb = None if labels is None else labels[start : start + EVAL_BATCH]
+        mu, logvar = model.posterior(xb, yb)
+        logits = model.logits(mu, yb)
         terms = negative_elbo(model, xb, mu, (mu, logvar), logits, config.beta)
         sums += torch.stack([t.sum() for t in terms]).double()
         mus.append(mu.float())
@@ -87,7 +93,8 @@ def end_of_epoch(
     """Evaluate, cache latents/weights/figures for cached epochs, append the metrics row."""
     t0 = time.perf_counter()
     cache = epoch in config.cached_epochs()
-    test, latents = evaluate_loss(model, x_test, config, keep_latents=cache)
+    labels = data.y_test.to(x_test.device) if model.conditional else None
+    test, latents = evaluate_loss(model, x_test, config, keep_latents=cache, labels=labels)
     if not np.isfinite(test["test_loss"]):
         raise DivergenceError(
             f"training diverged: non-finite test loss after epoch {epoch}; the last good "

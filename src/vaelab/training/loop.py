@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vaelab.config import TrainConfig
-from vaelab.data.datasets import Dataset, prepare_data
+from vaelab.data.datasets import Dataset, label_classes, prepare_data
 from vaelab.errors import RankLostError, TrainingInterrupted, VaelabError
 from vaelab.fileio import atomic_write_bytes
 from vaelab.models import LatentModel, build_model
@@ -151,8 +151,11 @@ def set_up(
     # First, so a missing optional extra is reported before any data is read.
     tracker = open_tracker(config.tensorboard and world.is_main, paths.tensorboard)
     data = prepare_data(config, data, state.meta["data"]["sha256"] if state.meta else None)
+    n_classes = label_classes(data) if config.condition == "label" else 0
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config.model, input_shape=data.input_shape, **config.to_dict()).to(dev)
+    model = build_model(
+        config.model, input_shape=data.input_shape, n_classes=n_classes, **config.to_dict()
+    ).to(dev)
     optimizer = make_optimizer(model, config.lr)
     if world.rank > 0:  # other noise on each rank; rank 0 draws what one process draws
         torch.manual_seed(config.seed * 1_000_003 + world.rank)
@@ -208,6 +211,7 @@ def _source(state: RunState) -> str:
 def run_epochs(s: Session) -> None:
     """Epochs ``s.start`` .. E: train (from epoch 1), test, cache, checkpoint, log."""
     x_train, x_test = s.data.x_train.to(s.device), s.data.x_test.to(s.device)
+    y_train = s.data.y_train.to(s.device) if s.model.conditional else None
     failpoint(s.world)
     with GracefulStop() as stop:
         for epoch in range(s.start, s.config.epochs + 1):
@@ -217,7 +221,15 @@ def run_epochs(s: Session) -> None:
                 try:
                     row.update(
                         train_epoch(
-                            s.step, x_train, s.config, epoch, s.progress, resume_from, stop, s.world
+                            s.step,
+                            x_train,
+                            s.config,
+                            epoch,
+                            s.progress,
+                            resume_from,
+                            stop,
+                            s.world,
+                            y_train,
                         )
                     )
                 except StopRequested as stopped:
@@ -230,7 +242,8 @@ def run_epochs(s: Session) -> None:
             save_last(s, epoch, copies=[s.paths.epoch_checkpoint(epoch)] if keep else [])
             if s.main:
                 s.log(epoch_line(row))
-                s.tracker.log_epoch(epoch, row, s.model, x_test[:N_SHOWN])
+                shown = s.data.y_test[:N_SHOWN] if s.model.conditional else None
+                s.tracker.log_epoch(epoch, row, s.model, x_test[:N_SHOWN], shown)
             if stop.signum is not None and epoch < s.config.epochs:
                 raise _interrupted(stop.signum, s.paths.root, epoch + 1, 0)
     s.tracker.close()
@@ -245,9 +258,10 @@ def train_epoch(
     resume_from: EpochProgress | None = None,
     stop: GracefulStop | None = None,
     world: World = World(),
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
-    """One pass over ``x`` in the epoch's permutation, one ``step_fn`` call per batch;
-    per-sample averages of the terms.
+    """One pass over ``x`` (and its ``labels``, for a conditional model) in the epoch's
+    permutation, one ``step_fn`` call per batch; per-sample averages of the terms.
 
     ``resume_from`` continues a pass interrupted at a step boundary; ``stop`` is polled
     after every step and raises StopRequested with the progress so far. On several ranks
@@ -276,7 +290,8 @@ def train_epoch(
         xb = x.index_select(0, batch)  # a row gather: several times faster than x[batch]
         if config.binarize == "dynamic":  # a fresh binary image per visit (Burda et al.)
             xb = torch.bernoulli(xb)
-        sums += step_fn(xb, weights[step], epoch, step)
+        yb = None if labels is None else labels.index_select(0, batch)
+        sums += step_fn(xb, weights[step], epoch, step, yb)
         if progress and step_fn.check and (step % 10 == 0 or step == steps - 1):
             seen = min(n, (step + 1) * batch_size) / world.size
             bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")

@@ -44,8 +44,8 @@ class TrainingLoss(nn.Module):
         self.model = model
         self.config = config
 
-    def forward(self, x: Tensor, weight: float | Tensor) -> Tensor:
-        terms = objective_terms(self.model, x, self.config, weight)
+    def forward(self, x: Tensor, weight: float | Tensor, labels: Tensor | None = None) -> Tensor:
+        terms = objective_terms(self.model, x, self.config, weight, labels)
         return torch.stack([t.sum() for t in terms])
 
 
@@ -74,8 +74,9 @@ def step_loss_module(
 
 
 class TrainStep:
-    """``step(xb, weight, epoch, index)``: the loss of one batch, its gradient and Adam's
-    update; returns the batch's sums of (loss, recon, kl).
+    """``step(xb, weight, epoch, index, labels)``: the loss of one batch (its labels for a
+    conditional model, else None), its gradient and Adam's update; returns the batch's
+    sums of (loss, recon, kl).
 
     The loss is summed over the batch, as in the lecture (Adam is insensitive to scale).
     On several ranks DDP averages gradients; scaling the loss by the world size makes that
@@ -100,9 +101,16 @@ class TrainStep:
         # Finite checks each step are free on CPU but a host sync on a GPU: CPU only there.
         self.check = dev.type == "cpu"
 
-    def __call__(self, xb: Tensor, weight: float | Tensor, epoch: int, index: int) -> Tensor:
+    def __call__(
+        self,
+        xb: Tensor,
+        weight: float | Tensor,
+        epoch: int,
+        index: int,
+        labels: Tensor | None = None,
+    ) -> Tensor:
         with self.autocast:
-            batch_sums = self.loss(xb, weight)
+            batch_sums = self.loss(xb, weight, labels)
         loss = batch_sums[0]
         # One float read, not torch.isfinite (four small ops, ~4% of a bf16 CPU step).
         if self.check and not math.isfinite(loss.item()):

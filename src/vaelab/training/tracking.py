@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.errors import SettingError
-from vaelab.viz.analysis import prior_samples
+from vaelab.viz.analysis import balanced_labels, prior_samples, reconstruct
 
 N_SAMPLES = 64
 
@@ -42,7 +42,14 @@ def _mosaic(flat: np.ndarray, input_shape: tuple[int, ...], ncol: int) -> np.nda
 
 
 class NullTracker:
-    def log_epoch(self, epoch: int, row: dict[str, Any], model: nn.Module, shown: Tensor) -> None:
+    def log_epoch(
+        self,
+        epoch: int,
+        row: dict[str, Any],
+        model: nn.Module,
+        shown: Tensor,
+        labels: Tensor | None = None,
+    ) -> None:
         pass
 
     def close(self) -> None:
@@ -57,19 +64,30 @@ class TensorBoardTracker(NullTracker):
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     @torch.no_grad()
-    def log_epoch(self, epoch: int, row: dict[str, Any], model: nn.Module, shown: Tensor) -> None:
-        """Scalars from ``row``; reconstructions of ``shown`` and prior samples as images."""
+    def log_epoch(
+        self,
+        epoch: int,
+        row: dict[str, Any],
+        model: nn.Module,
+        shown: Tensor,
+        labels: Tensor | None = None,
+    ) -> None:
+        """Scalars from ``row``; reconstructions of ``shown`` (with its ``labels`` for a
+        conditional model) and prior samples as images (a conditional model's: every
+        label in turn)."""
         for key, value in row.items():
             if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
                 split, _, name = key.partition("_")
                 self.writer.add_scalar(f"{name}/{split}", value, epoch)
         model.eval()
         shape = tuple(model.config.input_shape)
-        mu, _ = model.encode(shown)
-        pairs = np.concatenate([shown.flatten(1).cpu().numpy(), model.decode(mu).cpu().numpy()])
+        labels = None if labels is None else labels.to(shown.device)
+        recon = reconstruct(model, shown, labels)
+        pairs = np.concatenate([shown.flatten(1).cpu().numpy(), recon])
         self._image("reconstructions", _mosaic(pairs, shape, len(shown)), epoch)
         # the same z every epoch (seed 0): only the decoder changes
-        samples = prior_samples(model, N_SAMPLES, seed=0)
+        sample_labels = balanced_labels(N_SAMPLES, model.n_classes) if model.conditional else None
+        samples = prior_samples(model, N_SAMPLES, seed=0, labels=sample_labels)
         self._image("prior_samples", _mosaic(samples, shape, 8), epoch)
         self.writer.flush()
 

@@ -41,6 +41,19 @@ TSNE_PERPLEXITY = 30.0
 # ----------------------------------------------------------------------------- generation
 
 
+def _encode(model: LatentModel, x: torch.Tensor, labels: torch.Tensor | None = None):
+    """``model.encode(x)``, with the labels only for a conditional model, so that any
+    model (or stub) without a label input keeps ``encode(x)``."""
+    return model.encode(x) if labels is None else model.encode(x, labels)
+
+
+def _decode(
+    model: LatentModel, z: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``model.decode(z)``, with the labels only for a conditional model."""
+    return model.decode(z) if labels is None else model.decode(z, labels)
+
+
 @torch.no_grad()
 def prior_samples(
     model: LatentModel,
@@ -48,10 +61,16 @@ def prior_samples(
     seed: int = 0,
     temperature: float = 1.0,
     batch_size: int = 1000,
+    labels: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
     """Decode n latents from the model's prior, z ~ p(z) (scaled by ``temperature``;
     N(0, T^2 I) for the lecture's VAE): (n, D) pixel means on the CPU (lecture section
-    6.2). Drawn in batches from one generator seeded with ``seed``."""
+    6.2). Drawn in batches from one generator seeded with ``seed``. A conditional model
+    decodes sample i with ``labels[i]`` ((n,) ints; :func:`balanced_labels`)."""
+    if labels is not None:
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if labels.shape != (n,):
+            raise VaelabError(f"{n} samples need {n} labels, got shape {tuple(labels.shape)}")
     if n <= 0:
         raise SettingError("{n} must be a positive integer, got {value}", value=n)
     if not math.isfinite(temperature) or temperature <= 0:
@@ -64,15 +83,84 @@ def prior_samples(
     parts = []
     for start in range(0, n, batch_size):
         z = model.sample_prior(min(batch_size, n - start), generator, temperature)
-        parts.append(model.decode(z.to(dev)).float().cpu())
+        y = None if labels is None else labels[start : start + len(z)].to(dev)
+        parts.append(_decode(model, z.to(dev), y).float().cpu())
     return torch.cat(parts).numpy()  # (n, D)
 
 
 @torch.no_grad()
-def reconstruct(model: LatentModel, x: torch.Tensor) -> np.ndarray:
-    """Decode the posterior means of ``x``: (N, D), the model's eval mode."""
-    mu, _ = model.encode(x)
-    return model.decode(mu).float().numpy()
+def reconstruct(
+    model: LatentModel, x: torch.Tensor, labels: torch.Tensor | None = None
+) -> np.ndarray:
+    """Decode the posterior means of ``x`` (with its ``labels`` for a conditional model):
+    (N, D), the model's eval mode."""
+    mu, _ = _encode(model, x, labels)
+    return _decode(model, mu, labels).float().cpu().numpy()
+
+
+# ------------------------------------------------------- conditional models: the label
+
+
+def balanced_labels(n: int, n_classes: int) -> np.ndarray:
+    """n labels that take every class in turn, (n,) int64: each class n / K times.
+
+    Examples:
+        >>> balanced_labels(7, 3).tolist()
+        [0, 1, 2, 0, 1, 2, 0]
+    """
+    return np.arange(n, dtype=np.int64) % n_classes
+
+
+def check_label(model: LatentModel, label: int | str) -> int | str:
+    """``label`` if ``model`` is conditional and takes it (0..K-1, or "all" for every
+    label); otherwise a one-line error."""
+    if not model.conditional:
+        raise VaelabError(
+            "--label needs a conditional run (vaelab train --condition label); this one is not"
+        )
+    if label != "all" and not (isinstance(label, int) and 0 <= label < model.n_classes):
+        raise VaelabError(
+            f"--label {label} is not one of the run's classes; use one of "
+            f"0..{model.n_classes - 1}, or all"
+        )
+    return label
+
+
+@torch.no_grad()
+def decode_every_label(model: LatentModel, z: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Each latent z_i of ``z`` (n, d) decoded with every label k of a conditional model:
+    (K, n, D), [k, i] = E[x | z_i, y = k]. What stays the same along k is what z carries;
+    what changes is the label's."""
+    model.eval()
+    dev = next(model.parameters()).device
+    z = torch.as_tensor(np.asarray(z), dtype=torch.float32).to(dev)
+    out = []
+    for k in range(model.n_classes):
+        labels = torch.full((len(z),), k, dtype=torch.long, device=dev)
+        out.append(model.decode(z, labels).float().cpu())
+    return torch.stack(out).numpy()
+
+
+@torch.no_grad()
+def samples_by_label(
+    model: LatentModel, n: int, seed: int = 0, temperature: float = 1.0
+) -> np.ndarray:
+    """n prior latents z ~ p(z), each decoded with every label: (K, n, D), one row per
+    class (``vaelab sample RUN --label all``); column i is the same z_i in every row."""
+    if n <= 0:
+        raise SettingError("{n} must be a positive integer, got {value}", value=n)
+    z = model.sample_prior(n, torch.Generator().manual_seed(seed), temperature)
+    return decode_every_label(model, z)
+
+
+@torch.no_grad()
+def relabel(model: LatentModel, x: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """Test images ``x`` (n, ...) encoded with their own ``labels`` (n,), their means then
+    decoded with every label: (K, n, D). Same handwriting, every class: the label carries
+    the class, z the rest (when training left the class out of z)."""
+    model.eval()
+    mu, _ = model.encode(x, labels)
+    return decode_every_label(model, mu)
 
 
 # -------------------------------------------------------------------------- interpolation
@@ -125,17 +213,29 @@ def latent_path(za: np.ndarray, zb: np.ndarray, steps: int, mode: str = "linear"
 
 @torch.no_grad()
 def interpolate(
-    model: LatentModel, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10, mode: str = "linear"
+    model: LatentModel,
+    xa: torch.Tensor,
+    xb: torch.Tensor,
+    steps: int = 10,
+    mode: str = "linear",
+    labels: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """The lecture's interpolation (section 6.3) between two inputs.
 
     Returns ``latent`` (steps, D): the decoded path between the two posterior means,
     ``pixel`` (steps, D): the same endpoints blended in pixel space, for contrast, ``z``
-    (steps, d): the latent path itself, and ``t`` (steps,)."""
-    mu, _ = model.encode(torch.stack([xa, xb]))
+    (steps, d): the latent path itself, and ``t`` (steps,). A conditional model encodes
+    each input with its label (``labels`` = (label a, label b)) and decodes the path
+    with the one-hot labels mixed alongside, (1 - t) y_a + t y_b."""
+    y = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+    mu, _ = _encode(model, torch.stack([xa, xb]), y)
     z = latent_path(mu[0].numpy(), mu[1].numpy(), steps, mode)  # (steps, d)
-    decoded = model.decode(torch.as_tensor(z, dtype=torch.float32)).float().numpy()
     t = path_weights(steps)[:, None]
+    mixed = None
+    if y is not None:  # (steps, K): the labels' one-hot rows, mixed as z is
+        ends = torch.nn.functional.one_hot(y, model.n_classes).double().numpy()
+        mixed = torch.as_tensor((1 - t) * ends[0] + t * ends[1], dtype=torch.float32)
+    decoded = _decode(model, torch.as_tensor(z, dtype=torch.float32), mixed).float().numpy()
     a, b = xa.flatten().numpy(), xb.flatten().numpy()
     pixel = ((1 - t) * a + t * b).astype(np.float32)
     return {"latent": decoded, "pixel": pixel, "t": t[:, 0], "z": z}
@@ -367,9 +467,11 @@ def manifold(
     grid: int = 20,
     centre: np.ndarray | None = None,
     scale: np.ndarray | None = None,
+    label: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode a grid over two latent dimensions, the others fixed at ``centre`` (0 by
-    default); cell values are Gaussian quantiles times ``scale`` (1) plus ``centre``.
+    default); cell values are Gaussian quantiles times ``scale`` (1) plus ``centre``. A
+    conditional model decodes every cell with ``label``.
 
     Returns ``images`` (grid * grid, D) row by row, the first row at the top (the
     highest value of the second dimension), and ``u``, ``v``: the values along x and y."""
@@ -385,7 +487,8 @@ def manifold(
             z[row * grid + col, dims[0]] = ux
             if len(dims) > 1:
                 z[row * grid + col, dims[1]] = vy
-    images = model.decode(torch.as_tensor(z, dtype=torch.float32)).float().numpy()
+    labels = None if label is None else torch.full((len(z),), label, dtype=torch.long)
+    images = _decode(model, torch.as_tensor(z, dtype=torch.float32), labels).float().numpy()
     return {"images": images, "u": u, "v": v}
 
 

@@ -38,7 +38,8 @@ def class_names(run: Run) -> tuple[str, ...]:
 
 
 def model_kind(run: Run) -> str:
-    return "VAE" if run.model.stochastic else "plain AE"
+    kind = "VAE" if run.model.stochastic else "plain AE"
+    return f"conditional {kind}" if run.model.conditional else kind
 
 
 def epochs_or_cached(run: Run, epochs: Sequence[int] | None) -> list[int]:
@@ -56,19 +57,84 @@ def epochs_or_cached(run: Run, epochs: Sequence[int] | None) -> list[int]:
     return list(epochs)
 
 
+def label_name(run: Run, label: int) -> str:
+    """How a figure names a class: "7", or "7 Sneaker" where the class has a name."""
+    names = class_names(run)
+    name = names[label] if label < len(names) else str(label)
+    return str(label) if name == str(label) else f"{label} {name}"
+
+
 def make_samples(
-    run: Run, out: Path | str | None = None, n: int = 64, seed: int = 0, temperature: float = 1.0
+    run: Run,
+    out: Path | str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    label: int | str | None = None,
 ) -> Path:
-    """Prior samples z ~ N(0, T^2 I) decoded, as a grid (lecture section 6.2)."""
+    """Prior samples z ~ N(0, T^2 I) decoded, as a grid of n (64) (lecture section 6.2).
+
+    A conditional run decodes them with ``label``; with ``label`` "all" (its default) it
+    draws n (10) latents and decodes each with every label, one row per class."""
     folder = output_dir(run, out)
-    images = analysis.prior_samples(run.model, n, seed, temperature)
+    model = run.model
+    if label is not None:
+        analysis.check_label(model, label)
     temp = "" if temperature == 1 else f", T = {temperature:g}"
+    suffix = "" if temperature == 1 else f"-t{temperature:g}"
+    if model.conditional and label in (None, "all"):
+        n = 10 if n is None else n
+        return _samples_by_label(run, folder, n, seed, temperature, temp, suffix)
+    n = 64 if n is None else n
+    labels = None if label is None else np.full(n, label, dtype=np.int64)
+    images = analysis.prior_samples(model, n, seed, temperature, labels=labels)
+    which = "" if label is None else f" with label {label_name(run, label)}"
+    name = "samples" + ("" if label is None else f"-label-{label}") + suffix + ".png"
     return plots.plot_grid(
         images,
-        run.model.config.input_shape,
-        f"{model_kind(run)}: z ~ N(0, I) decoded{temp}, epoch {run.epoch}",
-        folder / ("samples.png" if temperature == 1 else f"samples-t{temperature:g}.png"),
+        model.config.input_shape,
+        f"{model_kind(run)}: z ~ N(0, I) decoded{which}{temp}, epoch {run.epoch}",
+        folder / name,
         ncol=min(n, max(8, int(np.ceil(np.sqrt(n))))),
+    )
+
+
+def _samples_by_label(
+    run: Run, folder: Path, n: int, seed: int, temperature: float, temp: str, suffix: str
+) -> Path:
+    """n prior latents (columns) decoded with every label (rows): ``samples.png``."""
+    images = analysis.samples_by_label(run.model, n, seed, temperature)  # (K, n, D)
+    return plots.plot_rows(
+        list(images),
+        [label_name(run, k) for k in range(len(images))],
+        run.model.config.input_shape,
+        f"{model_kind(run)}, β = {run.config.beta:g}: z ~ N(0, I) decoded with each label"
+        f"\n(rows; one z per column){temp}, epoch {run.epoch}",
+        folder / f"samples{suffix}.png",
+    )
+
+
+def make_relabel(run: Run, n: int = 10, out: Path | str | None = None, data=None) -> Path:
+    """What the label and z each carry (conditional runs): the first n test images,
+    encoded with their own labels, their means decoded with every label (one row per
+    label). Along a column z stays and the label changes: the same handwriting, every
+    class, if training kept the class out of z."""
+    folder = output_dir(run, out)
+    analysis.check_label(run.model, "all")
+    data = data if data is not None else run.dataset()
+    if not 0 < n <= len(data.x_test):
+        raise VaelabError(f"--n must be in 1..{len(data.x_test)}, got {n}")
+    x, y = data.x_test[:n], data.y_test[:n]
+    images = analysis.relabel(run.model, x, y)  # (K, n, D)
+    rows = [x.flatten(1).numpy(), *images]
+    names = ["test image"] + [f"as {label_name(run, k)}" for k in range(len(images))]
+    return plots.plot_rows(
+        rows,
+        names,
+        run.model.config.input_shape,
+        f"{model_kind(run)}, β = {run.config.beta:g}: test images (top) encoded with their "
+        f"label,\ndecoded with every label, epoch {run.epoch}",
+        folder / "relabel.png",
     )
 
 
@@ -99,9 +165,10 @@ def make_reconstructions(
         if n > len(data.x_test):
             raise VaelabError(f"--n {n} is more than the {len(data.x_test)} test images")
         x = data.x_test[:n]
+        y = data.y_test[:n] if run.model.conditional else None
         rows, labels = [x.flatten(1).numpy()], ["input"]
         for epoch in epochs:
-            rows.append(analysis.reconstruct(run.model_at(epoch), x))
+            rows.append(analysis.reconstruct(run.model_at(epoch), x, y))
             labels.append(f"epoch {epoch}")
     return plots.plot_rows(
         rows,
@@ -142,7 +209,8 @@ def make_interpolations(
     for a, b in pairs:
         analysis.check_index(a, len(x), "--a")
         analysis.check_index(b, len(x), "--b")
-        path = analysis.interpolate(run.model, x[a], x[b], steps, mode)
+        ends = (int(y[a]), int(y[b])) if run.model.conditional else None
+        path = analysis.interpolate(run.model, x[a], x[b], steps, mode, ends)
         what = f"#{a}→#{b}" if y[a] < 0 else f"{y[a]}→{y[b]}"
         rows += [path["latent"], path["pixel"]]
         names += [f"latent {what}", f"pixels {what}"]
@@ -213,10 +281,15 @@ def make_bubbles(
     ]
 
 
-def make_manifold(run: Run, grid: int = 20, out: Path | str | None = None) -> Path:
+def make_manifold(
+    run: Run, grid: int = 20, out: Path | str | None = None, label: int | None = None
+) -> Path:
     """Decoded grid over the latent plane at Gaussian quantiles (the two highest-KL
-    dimensions for d > 2, the others at 0)."""
+    dimensions for d > 2, the others at 0); a conditional run decodes it with ``label``
+    (default 0)."""
     folder = output_dir(run, out)
+    if label is not None or run.model.conditional:
+        label = analysis.check_label(run.model, 0 if label is None else label)
     if grid > 60:
         raise VaelabError(f"--grid {grid} is too large to see; use at most 60")
     lat = run.latents(max(run.cached_epochs())) if run.cached_epochs() else None
@@ -230,10 +303,10 @@ def make_manifold(run: Run, grid: int = 20, out: Path | str | None = None) -> Pa
     if not run.model.stochastic and lat is not None:
         centre, scale = lat["mu"].mean(0), lat["mu"].std(0)
         where = "cells at the codes' mean + N(0, 1) quantiles × their std (an AE has no prior)"
-    grid_data = analysis.manifold(run.model, dims, grid, centre, scale)
-    rest = ""
+    grid_data = analysis.manifold(run.model, dims, grid, centre, scale, label)
+    rest = "" if label is None else f", label {label_name(run, label)}"
     if run.model.latent_dim > 2:
-        rest = ", others at 0" if centre is None else ", others at their mean"
+        rest += ", others at 0" if centre is None else ", others at their mean"
     return plots.plot_manifold(
         grid_data["images"],
         run.model.config.input_shape,
@@ -383,6 +456,7 @@ __all__ = [
     "make_losses",
     "make_manifold",
     "make_reconstructions",
+    "make_relabel",
     "make_samples",
     "make_traversal",
     "output_dir",

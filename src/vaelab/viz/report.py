@@ -142,6 +142,11 @@ CAPTIONS = {
     "losses": "Per-sample losses in nats; test losses use z = mu (the lecture's eval mode).",
     "reconstructions": "Top row: test inputs; below: their means z = mu decoded, per epoch.",
     "samples": "z ~ N(0, I) decoded: digits everywhere once training has filled the space.",
+    "samples-conditional": "z ~ N(0, I) decoded with each label: one row per class, the same "
+    "z in every row of a column. The label should pick the class, z the style.",
+    "relabel": "Each column: a test image (top), encoded with its own label; below, its "
+    "posterior mean decoded with every label. What stays along a column is what z carries "
+    "(slant, width, stroke); what changes is what the label carries (the class).",
     "interpolation": "Each pair: the decoded linear path between the two posterior means, "
     "and under it the same endpoints blended pixel by pixel.",
     "embeddings": "The cached test means at each cached epoch in 2-D, coloured by class.",
@@ -175,6 +180,12 @@ def _report_figures(run: Run, method: str, n_embed: int, log: Callable[[str], No
             lambda: figures.make_reconstructions(run, fig, data=data),
         ),
         ("samples", "Prior samples", True, lambda: figures.make_samples(run, fig)),
+        (
+            "relabel",
+            "What the label and z carry",
+            run.model.conditional,
+            lambda: figures.make_relabel(run, out=fig, data=data),
+        ),
         (
             "interpolation",
             "Interpolation",
@@ -233,12 +244,17 @@ def build_report(
     sections = [("settings", "Settings", table(_settings(run), ["setting", "value"]))]
     for anchor, heading, paths in _report_figures(run, method, n_embed, log):
         inner = "".join(img(p, f"{heading} ({p.name})") for p in paths)
-        inner += f'<p class="note">{html.escape(CAPTIONS[anchor])}</p>'
+        caption = CAPTIONS[anchor]
+        if anchor == "samples" and run.model.conditional:
+            caption = CAPTIONS["samples-conditional"]
+        inner += f'<p class="note">{html.escape(caption)}</p>'
         if anchor == "losses":
             inner += _metrics_table(run)
         sections.append((anchor, heading, inner))
         if anchor == "samples":  # the decoder to play with, right after its samples
             sections.append(("live", "Walk the latent space (live)", live.section(run)))
+        if anchor == "relabel":
+            sections.append(_label_accuracy_section(run))
     eval_path = run.paths.eval
     if eval_path.is_file():
         try:
@@ -256,6 +272,34 @@ def build_report(
     )
     atomic_write_text(target, page(f"vaelab report: {run.path.name}", sections, subtitle))
     return target
+
+
+def _label_accuracy_section(run: Run) -> tuple[str, str, str]:
+    """A conditional run's label accuracy from eval.json: overall and per label."""
+    note = (
+        "How often the dataset's classifier reads label k in a prior sample decoded with "
+        "label k (N samples z ~ N(0, I), every label in turn; <code>vaelab evaluate</code>)."
+    )
+    try:
+        acc = json.loads(run.paths.eval.read_text()).get("label_accuracy")
+    except (OSError, ValueError, AttributeError):
+        acc = None
+    if not isinstance(acc, dict) or not acc.get("per_label"):
+        command = f"vaelab evaluate {html.escape(str(run.path))}"
+        inner = f'<p class="note">{note} No score yet: run <code>{command}</code>.</p>'
+        return ("label-accuracy", "Label accuracy", inner)
+    worst = acc["worst_label"]
+    headline = (
+        f"<p><b>{100 * acc['overall']:.1f}%</b> of the samples are read as the label they "
+        f"were decoded with; the worst label, {figures.label_name(run, worst)}, "
+        f"{100 * acc['worst']:.1f}%.</p>"
+    )
+    rows = [
+        (figures.label_name(run, k), None if v is None else round(100 * v, 1), n)
+        for k, (v, n) in enumerate(zip(acc["per_label"], acc["n_per_label"]))
+    ]
+    inner = headline + table(rows, ["label", "read as the label (%)", "samples"])
+    return ("label-accuracy", "Label accuracy", inner + f'<p class="note">{note}</p>')
 
 
 def _n_test(run: Run) -> int:

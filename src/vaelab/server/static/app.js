@@ -1,6 +1,7 @@
 // vaelab explorer: plain JavaScript and canvas, talking only to the server it came from.
 // The map shows the test set in 2-D; a click decodes, sliders edit z live, and the
-// interpolation card compares the latent path with a pixel-space blend.
+// interpolation card compares the latent path with a pixel-space blend. A conditional run
+// also has a label row: the decoder draws z with the chosen label.
 "use strict";
 
 const MAX_SLIDERS = 64;
@@ -11,7 +12,7 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  info: null, map: null, z: [], mode: "explore", pair: [], interp: null,
+  info: null, map: null, z: [], label: null, mode: "explore", pair: [], interp: null,
   selected: null, hover: null, view: null, size: { w: 0, h: 0, dpr: 1 },
 };
 
@@ -59,7 +60,9 @@ async function pumpDecoder() {
     const z = decoder.pending;
     decoder.pending = null;
     try {
-      const out = await api("/api/decode", { z: [z] });
+      const body = { z: [z] };
+      if (state.label !== null) body.label = state.label;  // a conditional run
+      const out = await api("/api/decode", body);
       $("decoded").src = out.images[0];
     } catch (err) {
       toast(err.message);
@@ -121,6 +124,38 @@ function buildSliders() {
     : `Each slider spans \u00b1${SLIDER_RANGE}, the bulk of the N(0, 1) prior.`;
 }
 
+// Conditional runs: one button per class; the decoder draws z with the chosen label.
+function buildLabels() {
+  const k = state.info.n_classes || 0;
+  $("label-row").hidden = k === 0;
+  if (k === 0) return;
+  const box = $("labels");
+  box.textContent = "";
+  for (let label = 0; label < k; label++) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = labelName(label);
+    button.dataset.label = label;
+    button.setAttribute("aria-pressed", "false");
+    button.addEventListener("click", () => {
+      setLabel(label);
+      setCaption(state.selected !== null ? `the mean of test image #${state.selected}` : "");
+      requestDecode();
+    });
+    box.append(button);
+  }
+  setLabel(0);
+}
+
+function setLabel(label) {
+  state.label = label;
+  for (const button of $("labels").children) {
+    const on = Number(button.dataset.label) === label;
+    button.classList.toggle("on", on);
+    button.setAttribute("aria-pressed", String(on));
+  }
+}
+
 function syncSliders() {
   for (const input of $("sliders").querySelectorAll("input")) {
     const i = Number(input.dataset.dim);
@@ -135,7 +170,8 @@ function syncSliders() {
 function setCaption(text) {
   const z = state.z;
   const where = z.length <= 2 ? "z = (" + z.map((v) => v.toFixed(2)).join(", ") + ")" : "";
-  $("decoded-caption").textContent = [where, text].filter(Boolean).join(" \u00b7 ");
+  const label = state.label !== null ? "label " + labelName(state.label) : "";
+  $("decoded-caption").textContent = [where, label, text].filter(Boolean).join(" \u00b7 ");
 }
 
 function setZ(z, caption, decode = true) {
@@ -156,6 +192,7 @@ async function selectPoint(index) {
   try {
     const e = await api("/api/encode/" + index);
     state.selected = index;
+    if (state.label !== null) setLabel(e.label);  // its reconstruction uses its own label
     setZ(e.mu, `the mean of test image #${index}`, false);
     $("decoded").src = e.recon;
     $("source-img").src = e.image;
@@ -559,7 +596,8 @@ function fillRun() {
     tr.insertCell().textContent = value === null ? "\u2014" : String(value);
   }
   const c = info.config;
-  $("run-title").textContent = `${info.run} \u00b7 ${c.model} on ${c.dataset} \u00b7 d = ${info.latent_dim}` +
+  const conditional = info.n_classes ? " conditioned on the label" : "";
+  $("run-title").textContent = `${info.run} \u00b7 ${c.model}${conditional} on ${c.dataset} \u00b7 d = ${info.latent_dim}` +
     ` \u00b7 \u03b2 = ${c.beta} \u00b7 epoch ${info.epoch}` +
     (info.metrics.test_loss !== undefined ? ` \u00b7 test loss ${number(info.metrics.test_loss)}` : "");
   document.title = `${info.run} \u00b7 vaelab explorer`;
@@ -584,6 +622,7 @@ async function start() {
   }
   const d = state.info.latent_dim;
   fillRun();
+  buildLabels();
   buildSliders();
   buildLegend();
   $("bubbles-wrap").hidden = !state.map.sigma_x;
