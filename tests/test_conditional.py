@@ -320,3 +320,14 @@ def test_the_report_of_a_conditional_run(runs, evaluated, tmp_path):
     assert "of the samples are read as the label they were decoded with" in text
     _, _, before = _label_accuracy_section(load_run(runs["conv-vae"]))  # no eval.json yet
     assert "No score yet: run <code>vaelab evaluate" in before
+
+
+def test_traversals_of_a_conditional_run_decode_with_a_label(runs, tmp_path):
+    run = load_run(runs["vae"])
+    base = np.zeros(run.model.latent_dim)
+    as0, as1 = (analysis.traversal(run.model, base, [0], steps=3, label=k) for k in (0, 1))
+    assert not np.allclose(as0["images"], as1["images"])  # the label changes the picture
+    assert figures.make_traversal(run, out=tmp_path, steps=3).is_file()  # label 0 by default
+    assert figures.make_traversal(run, out=tmp_path, steps=3, index=0, label=2).is_file()
+    with pytest.raises(VaelabError, match="not one of the run's classes"):
+        figures.make_traversal(run, out=tmp_path, label=run.model.n_classes)

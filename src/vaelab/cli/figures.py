@@ -94,7 +94,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         if bad:
             raise VaelabError(f"--dims {bad[0]} is outside 1..{d}, the latent dimensions z1..z{d}")
         dims = [j - 1 for j in args.dims]
-    made = make_traversal(run, dims, args.range, args.steps, args.index, args.out)
+    made = make_traversal(run, dims, args.range, args.steps, args.index, args.out, label=args.label)
     return _written(made)
 
 
@@ -212,6 +212,13 @@ def register(command) -> None:
         default=None,
         metavar="I",
         help="base code: test image I's posterior mean (default the prior mean)",
+    )
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        metavar="K",
+        help="a conditional run's label (default: test image I's own, else 0)",
     )
 
     p = command("report", cmd_report, "write RUN/report.html with every figure of the run")

@@ -518,11 +518,12 @@ def traversal(
     span: float = 3.0,
     steps: int = 11,
     scale: np.ndarray | None = None,
+    label: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode the code ``base`` (d,) with each latent dimension j of ``dims`` in turn moved
     to base_j + t * scale_j, t evenly spaced in [-span, span] (``scale`` 1 by default):
     around the base value, so with an odd number of ``steps`` the middle column of every
-    row is the base image itself.
+    row is the base image itself. A conditional model decodes every image with ``label``.
 
     Returns ``images`` (len(dims), steps, D), ``t`` (steps,) and ``z`` (len(dims), steps, d).
 
@@ -550,7 +551,9 @@ def traversal(
     for row, j in enumerate(dims):
         z[row, :, j] = base[j] + t * scale[j]
     flat = torch.as_tensor(z.reshape(-1, d), dtype=torch.float32)
-    images = model.decode(flat).float().numpy()
+    labels = None if label is None else torch.full((len(flat),), label, dtype=torch.long)
+    with torch.no_grad():
+        images = _decode(model, flat, labels).float().numpy()
     return {"images": images.reshape(len(dims), steps, -1), "t": t, "z": z}
 
 

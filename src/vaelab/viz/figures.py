@@ -327,8 +327,11 @@ def _last_latents(run: Run) -> dict[str, np.ndarray] | None:
     return run.latents(cached[-1]) if cached else None
 
 
-def _traversal_base(run: Run, lat, index: int | None, data) -> tuple[np.ndarray, object, str]:
-    """(base code, per-dimension scale or None, what the base is) of ``make_traversal``."""
+def _traversal_base(
+    run: Run, lat, index: int | None, data, label: int | None
+) -> tuple[np.ndarray, object, str, int | None]:
+    """(base code, per-dimension scale or None, what the base is, the label a conditional
+    run decodes with: ``label``, else the test image's own, else 0) of ``make_traversal``."""
     model, scale, where = run.model, None, "the prior mean"
     if not model.stochastic and lat is not None:  # an AE: no prior to sweep around
         base, scale, where = lat["mu"].mean(0), lat["mu"].std(0), "the mean code"
@@ -337,11 +340,19 @@ def _traversal_base(run: Run, lat, index: int | None, data) -> tuple[np.ndarray,
     if index is not None:
         data = data if data is not None else run.dataset()
         analysis.check_index(index, len(data.x_test), "--index")
+        own = int(data.y_test[index])
+        x = data.x_test[index : index + 1]
+        if model.conditional:
+            label = own if label is None else label
+            y = torch.full((1,), label, dtype=torch.long)
         with torch.no_grad():
-            base = model.encode(data.x_test[index : index + 1])[0][0].double().numpy()
-        label = int(data.y_test[index])
-        where = f"test image #{index}" + (f" (a {label})" if label >= 0 else "")
-    return base, scale, where
+            mu = (model.encode(x, y) if model.conditional else model.encode(x))[0]
+        base = mu[0].double().numpy()
+        where = f"test image #{index}" + (f" (a {own})" if own >= 0 else "")
+    if model.conditional:
+        label = analysis.check_label(model, 0 if label is None else label)
+        where += f", decoded as {label_name(run, label)}"
+    return base, scale, where, label
 
 
 def make_traversal(
@@ -352,12 +363,16 @@ def make_traversal(
     index: int | None = None,
     out: Path | str | None = None,
     data=None,
+    label: int | None = None,
 ) -> Path:
     """One row per latent dimension (0-based ``dims``; default: all, at most 32), most
     used first: the base code decoded with that dimension moved by t in [-span, span]
     (``analysis.traversal``). Base: the prior mean, or with ``index`` the posterior mean
     of that test image. Use is the mean KL at the last cached epoch (an AE: the codes'
-    variance; its base is their mean and t is in units of their std)."""
+    variance; its base is their mean and t is in units of their std). A conditional run
+    decodes with ``label`` (default: the test image's own label, else 0)."""
+    if label is not None:
+        analysis.check_label(run.model, label)
     folder = output_dir(run, out)
     model, d = run.model, run.model.latent_dim
     if steps > MAX_TRAVERSAL_STEPS:
@@ -367,8 +382,8 @@ def make_traversal(
     chosen = list(range(d)) if dims is None else list(dict.fromkeys(dims))
     order = sorted(chosen, key=lambda j: -use[j] if np.isfinite(use[j]) else j)
     order = order[:MAX_TRAVERSAL_ROWS] if dims is None else order
-    base, scale, where = _traversal_base(run, lat, index, data)
-    tr = analysis.traversal(model, base, order, span, steps, scale)
+    base, scale, where, label = _traversal_base(run, lat, index, data, label)
+    tr = analysis.traversal(model, base, order, span, steps, scale, label)
     unused = [bool(np.isfinite(use[j]) and use[j] < analysis.INACTIVE) for j in order]
     labels = [
         f"z{j + 1}"
