@@ -9,7 +9,7 @@ from torch import nn
 from vaelab.errors import VaelabError
 from vaelab.losses import gaussian_kl
 from vaelab.models import build_model
-from vaelab.viz import analysis
+from vaelab.viz import analysis, embeddings
 
 
 class Identity(nn.Module):
@@ -75,39 +75,39 @@ def test_labels_pick_test_images_and_unknown_labels_fail():
 def test_pca_is_deterministic_and_finds_the_main_axis():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 5)) * [10, 1, 0.1, 0.1, 0.1]
-    xy = analysis.pca_2d(x)
+    xy = embeddings.pca_2d(x)
     assert xy.shape == (200, 2) and xy.dtype == np.float32
-    np.testing.assert_array_equal(xy, analysis.pca_2d(x))
+    np.testing.assert_array_equal(xy, embeddings.pca_2d(x))
     assert np.corrcoef(xy[:, 0], x[:, 0])[0, 1] > 0.99
 
 
 def test_pca_explained_fraction_and_signs():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(300, 4)) * [3.0, 2.0, 1.0, 1.0]
-    xy, explained = analysis.pca_2d_explained(x)
-    np.testing.assert_array_equal(xy, analysis.pca_2d(x))
+    xy, explained = embeddings.pca_2d_explained(x)
+    np.testing.assert_array_equal(xy, embeddings.pca_2d(x))
     var = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
     assert explained == pytest.approx(var[:2].sum() / var.sum())
-    assert analysis.pca_2d_explained(np.ones((5, 3)))[1] == 1.0  # no variance at all
+    assert embeddings.pca_2d_explained(np.ones((5, 3)))[1] == 1.0  # no variance at all
     # the sign convention: a point far along the largest loading lands on the + side
     axis = np.zeros((1, 4))
     axis[0, 0] = 20.0
-    assert analysis.pca_2d(np.vstack([x, axis]))[-1, 0] > 0
-    assert analysis.pca_2d(np.vstack([-x, axis]))[-1, 0] > 0
+    assert embeddings.pca_2d(np.vstack([x, axis]))[-1, 0] > 0
+    assert embeddings.pca_2d(np.vstack([-x, axis]))[-1, 0] > 0
 
 
 def test_tsne_and_unknown_method():
     x = np.random.default_rng(0).normal(size=(60, 4))
-    xy = analysis.embed_2d(x, "tsne")
+    xy = embeddings.embed_2d(x, "tsne")
     assert xy.shape == (60, 2) and np.isfinite(xy).all()
     with pytest.raises(VaelabError, match="unknown embedding method 'umap'; choose one of tsne"):
-        analysis.embed_2d(x, "umap")
+        embeddings.embed_2d(x, "umap")
 
 
 def test_embedding_cache_format_and_reuse(tmp_path):
     rng = np.random.default_rng(1)
     latents = {"mu": rng.normal(size=(50, 3)).astype(np.float32), "labels": np.arange(50) % 4}
-    first = analysis.cached_embedding(tmp_path, 5, latents, "pca", n=40)
+    first = embeddings.cached_embedding(tmp_path, 5, latents, "pca", n=40)
     path = tmp_path / "embeddings" / "epoch-005-pca.npz"
     with np.load(path) as npz:
         assert set(npz.files) == {"xy", "labels", "indices"}
@@ -116,12 +116,12 @@ def test_embedding_cache_format_and_reuse(tmp_path):
         np.testing.assert_array_equal(npz["indices"], np.arange(40))
         np.testing.assert_array_equal(npz["labels"], latents["labels"][:40])
     stamp = path.stat().st_mtime_ns
-    again = analysis.cached_embedding(tmp_path, 5, latents, "pca", n=40)
+    again = embeddings.cached_embedding(tmp_path, 5, latents, "pca", n=40)
     assert path.stat().st_mtime_ns == stamp  # read, not recomputed
     np.testing.assert_array_equal(again["xy"], first["xy"])
-    assert len(analysis.cached_embedding(tmp_path, 5, latents, "pca", n=50)["xy"]) == 50
+    assert len(embeddings.cached_embedding(tmp_path, 5, latents, "pca", n=50)["xy"]) == 50
     with pytest.raises(VaelabError, match="n 51 is more than the 50 cached test points; use n 50"):
-        analysis.cached_embedding(tmp_path, 5, latents, "pca", n=51)
+        embeddings.cached_embedding(tmp_path, 5, latents, "pca", n=51)
 
 
 def write_embedding(path, n=6, **override):
@@ -131,13 +131,13 @@ def write_embedding(path, n=6, **override):
 
 
 def test_read_embedding_checks_the_file(tmp_path):
-    good = analysis.read_embedding(write_embedding(tmp_path / "good.npz"), n_test=6)
+    good = embeddings.read_embedding(write_embedding(tmp_path / "good.npz"), n_test=6)
     assert good["xy"].dtype == np.float32 and good["xy"].shape == (6, 2)
     assert good["labels"].dtype == good["indices"].dtype == np.int64
-    assert analysis.read_embedding(tmp_path / "good.npz", n_test=5) is None  # index 5 too big
-    assert analysis.read_embedding(tmp_path / "missing.npz") is None
+    assert embeddings.read_embedding(tmp_path / "good.npz", n_test=5) is None  # index 5 too big
+    assert embeddings.read_embedding(tmp_path / "missing.npz") is None
     (tmp_path / "junk.npz").write_bytes(b"not an npz")
-    assert analysis.read_embedding(tmp_path / "junk.npz") is None
+    assert embeddings.read_embedding(tmp_path / "junk.npz") is None
     damaged = {
         "3 columns": {"xy": np.zeros((6, 3))},
         "a flat xy": {"xy": np.zeros(12)},
@@ -152,25 +152,25 @@ def test_read_embedding_checks_the_file(tmp_path):
     }
     for name, override in damaged.items():
         path = write_embedding(tmp_path / f"{name}.npz", **override)
-        assert analysis.read_embedding(path) is None, name
+        assert embeddings.read_embedding(path) is None, name
     np.savez(tmp_path / "keys.npz", xy=np.zeros((6, 2)), labels=np.arange(6))
-    assert analysis.read_embedding(tmp_path / "keys.npz") is None
+    assert embeddings.read_embedding(tmp_path / "keys.npz") is None
 
 
 def test_a_damaged_embedding_cache_is_recomputed(tmp_path):
     latents = {"mu": np.random.default_rng(4).normal(size=(20, 3)), "labels": np.arange(20) % 4}
-    path = analysis.embedding_file(tmp_path, 2, "pca")
+    path = embeddings.embedding_file(tmp_path, 2, "pca")
     path.parent.mkdir()
     write_embedding(path, n=10, xy=np.full((10, 2), np.inf))  # the right indices, bad xy
-    out = analysis.cached_embedding(tmp_path, 2, latents, "pca", n=10)
-    np.testing.assert_array_equal(out["xy"], analysis.pca_2d(latents["mu"][:10]))
-    np.testing.assert_array_equal(analysis.read_embedding(path)["xy"], out["xy"])
+    out = embeddings.cached_embedding(tmp_path, 2, latents, "pca", n=10)
+    np.testing.assert_array_equal(out["xy"], embeddings.pca_2d(latents["mu"][:10]))
+    np.testing.assert_array_equal(embeddings.read_embedding(path)["xy"], out["xy"])
 
 
 def test_an_unwritable_embedding_cache_is_skipped_with_a_note(tmp_path, capsys):
     latents = {"mu": np.random.default_rng(0).normal(size=(20, 3)), "labels": np.arange(20)}
     (tmp_path / "embeddings").write_text("a file where the folder should be")
-    out = analysis.cached_embedding(tmp_path, 0, latents, "pca", n=20)
+    out = embeddings.cached_embedding(tmp_path, 0, latents, "pca", n=20)
     assert out["xy"].shape == (20, 2)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vaelab: note: could not cache the embedding")

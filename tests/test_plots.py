@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaelab.viz import plots
+from vaelab.viz import latent_plots, plots
 
 RNG = np.random.default_rng(0)
 
@@ -29,8 +29,10 @@ def test_grid_shows_every_pixel(tmp_path):
 
 def test_embeddings_one_panel_per_epoch_with_a_colour_bar(tmp_path):
     panels = [(f"epoch {e}", RNG.normal(size=(100, 2)), RNG.integers(0, 10, 100)) for e in (0, 5)]
-    one = plots.plot_embeddings(panels[:1], "t", tmp_path / "one.png", class_names="0123456789")
-    two = plots.plot_embeddings(panels, "t", tmp_path / "two.png")
+    one = latent_plots.plot_embeddings(
+        panels[:1], "t", tmp_path / "one.png", class_names="0123456789"
+    )
+    two = latent_plots.plot_embeddings(panels, "t", tmp_path / "two.png")
     assert size(two)[0] > size(one)[0] + 300  # a second panel
     assert 350 < size(two)[1] < 700
 
@@ -52,9 +54,9 @@ def _bubbles(n=50, sigma=0.5):
 
 def test_bubbles_panels_and_gif(tmp_path):
     panels = [("epoch 0", _bubbles()), ("epoch 1", _bubbles()), ("epoch 2", _bubbles())]
-    png = plots.plot_bubbles(panels, [0, 1], "bubbles", tmp_path / "b.png")
+    png = latent_plots.plot_bubbles(panels, [0, 1], "bubbles", tmp_path / "b.png")
     assert size(png)[0] > 3 * 300
-    gif = plots.bubbles_gif(panels, [0, 1], "bubbles", tmp_path / "b.gif")
+    gif = latent_plots.bubbles_gif(panels, [0, 1], "bubbles", tmp_path / "b.gif")
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 3 and im.size == (560, 480)
         assert im.info["loop"] == 0 and im.info["duration"] > 0
@@ -63,21 +65,23 @@ def test_bubbles_panels_and_gif(tmp_path):
 def test_bubble_axes_fit_the_widest_epoch():
     small = _bubbles(sigma=0.1)
     small["mu"] *= 0.1
-    assert plots._bubble_limit([small]) == 3.0
+    assert latent_plots._bubble_limit([small]) == 3.0
     wide = _bubbles(sigma=5.0)
-    assert plots._bubble_limit([_bubbles(), wide]) > 5.0
+    assert latent_plots._bubble_limit([_bubbles(), wide]) > 5.0
 
 
 def test_ae_codes_are_drawn_as_points(tmp_path):
     data = _bubbles(sigma=0.0)
-    path = plots.plot_bubbles([("e", data)], [0, 1], "codes", tmp_path / "p.png", stochastic=False)
+    path = latent_plots.plot_bubbles(
+        [("e", data)], [0, 1], "codes", tmp_path / "p.png", stochastic=False
+    )
     assert path.is_file()
 
 
 def test_manifold_keeps_every_pixel(tmp_path):
     grid = 10
     u = v = np.linspace(-1.5, 1.5, grid)
-    path = plots.plot_manifold(
+    path = latent_plots.plot_manifold(
         RNG.random((grid * grid, 784)), (1, 28, 28), u, v, [0, 1], "m", tmp_path / "m.png"
     )
     w, h = size(path)
@@ -135,13 +139,14 @@ import matplotlib
 before = matplotlib.get_backend()
 import numpy as np
 import vaelab.viz.analysis, vaelab.viz.figures, vaelab.viz.plots, vaelab.viz.report, vaelab.evaluation.sweep
+import vaelab.viz.embeddings, vaelab.viz.latent_plots
 import vaelab.server.explorer, vaelab.server.images
-from vaelab.viz import plots
+from vaelab.viz import latent_plots, plots
 warnings.simplefilter("error")  # e.g. "More than 20 figures have been opened"
 for i in range(25):
     plots.plot_grid(np.random.rand(4, 64), (1, 8, 8), "g", sys.argv[1] + f"/g{{i}}.png")
 panels = [("e", dict(mu=np.zeros((3, 2)), sigma=np.ones((3, 2)), labels=np.arange(3)))]
-plots.bubbles_gif(panels, [0, 1], "b", sys.argv[1] + "/b.gif")
+latent_plots.bubbles_gif(panels, [0, 1], "b", sys.argv[1] + "/b.gif")
 fig = plots.new_figure((2, 2))
 fig.subplots().plot([0, 1])
 print(before, matplotlib.get_backend(), type(fig).__module__, type(fig).__name__, sep="|")

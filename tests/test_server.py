@@ -33,7 +33,7 @@ from vaelab.server.app import MAX_BATCH, create_app  # noqa: E402
 from vaelab.server.explorer import Explorer  # noqa: E402
 from vaelab.server.images import png_urls  # noqa: E402
 from vaelab.server.launch import check_host, check_serve_extra, is_loopback  # noqa: E402
-from vaelab.viz import analysis, plots  # noqa: E402
+from vaelab.viz import analysis, embeddings, plots  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx2")
 
@@ -111,7 +111,7 @@ def test_map_for_d5_is_a_pca_computed_by_the_server(c5, explorers):
     m = c5.get("/api/map").json()
     assert m["source"] == "pca-server" and m["sigma_x"] is None
     assert "PCA" in m["note"] and "no cached embedding" in m["note"]
-    _, explained = analysis.pca_2d_explained(explorers[5].run.latents(1)["mu"])
+    _, explained = embeddings.pca_2d_explained(explorers[5].run.latents(1)["mu"])
     assert f"explain {explained:.0%} of the variance" in m["note"]
 
 
@@ -119,8 +119,8 @@ def test_the_server_pca_map_is_the_reports_pca_picture(explorers):
     """Same means, same picture: no mirror image between the page and the report."""
     mu = explorers[5].run.latents(1)["mu"]
     xy = explorers[5].map_points().xy
-    np.testing.assert_array_equal(xy, analysis.pca_2d(mu))  # signs included
-    np.testing.assert_array_equal(xy, analysis.embed_2d(mu, "pca"))  # what figures draw
+    np.testing.assert_array_equal(xy, embeddings.pca_2d(mu))  # signs included
+    np.testing.assert_array_equal(xy, embeddings.embed_2d(mu, "pca"))  # what figures draw
 
 
 def test_map_uses_the_cached_embedding_when_there_is_one(runs, mnist, tmp_path):

@@ -74,14 +74,14 @@ def cache_key() -> str:
 
 
 def _reparameterisation_figure(run, data, path: Path) -> Path:
-    """Three test images' posteriors (mu +/- sigma, vaelab.viz.plots.draw_bubbles) with 300
+    """Three test images' posteriors (mu +/- sigma, vaelab.viz.latent_plots.draw_bubbles) with 300
     draws z = mu + eps * sigma each (vaelab.losses.reparameterize)."""
     import numpy as np
     import torch
     from matplotlib.patches import Ellipse
 
     from vaelab.losses import reparameterize
-    from vaelab.viz import analysis, plots
+    from vaelab.viz import analysis, latent_plots, plots
     from vaelab.viz.figures import class_names
 
     labels = data.y_test.numpy()
@@ -99,7 +99,7 @@ def _reparameterisation_figure(run, data, path: Path) -> Path:
     cmap, norm = colours[:2]
     for k, digit in enumerate(latents["labels"]):
         ax.scatter(z[:, k, 0], z[:, k, 1], s=3, color=cmap(norm(digit)), alpha=0.5, linewidths=0)
-    plots.draw_bubbles(ax, bubbles, [0, 1], colours, max(3.0, reach), "", stochastic=True)
+    latent_plots.draw_bubbles(ax, bubbles, [0, 1], colours, max(3.0, reach), "", stochastic=True)
     for k, digit in enumerate(latents["labels"]):
         width, height = 2 * bubbles["sigma"][k]
         ax.add_patch(Ellipse(bubbles["mu"][k], width, height, fill=False, ec="k", lw=1.2, zorder=5))

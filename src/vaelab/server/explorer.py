@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vaelab.run import Run
-from vaelab.viz import analysis
+from vaelab.viz import analysis, embeddings
 
 ENCODE_BATCH = 1000
 METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
@@ -149,8 +149,8 @@ class Explorer:
         everyone = np.arange(self.n_test)
         if d > 2:
             for method in ("tsne", "pca"):
-                path = analysis.embedding_file(self.run.path, epoch, method)
-                emb = analysis.read_embedding(path, self.n_test)
+                path = embeddings.embedding_file(self.run.path, epoch, method)
+                emb = embeddings.read_embedding(path, self.n_test)
                 if emb is not None:
                     note = (
                         f"{METHOD_NAMES[method]} of the test means at epoch {epoch} "
@@ -161,7 +161,7 @@ class Explorer:
                     )
         mu, logvar, origin = self._test_latents()
         if d > 2:
-            xy, explained = analysis.pca_2d_explained(mu)
+            xy, explained = embeddings.pca_2d_explained(mu)
             note = (
                 f"PCA of the test means at epoch {epoch}, computed by the server (no cached "
                 f"embedding found); the 2 axes explain {explained:.0%} of the variance"

@@ -14,7 +14,7 @@ import torch
 from vaelab.errors import VaelabError
 from vaelab.fileio import make_writable_dir
 from vaelab.run import N_SHOWN, Run
-from vaelab.viz import analysis, plots
+from vaelab.viz import analysis, embeddings, latent_plots, plots
 
 
 def output_dir(run: Run, out: Path | str | None) -> Path:
@@ -234,14 +234,14 @@ def make_embeddings(
     """2-D embeddings (t-SNE or PCA) of the first n cached test means, one panel per
     epoch, cached in RUN/embeddings/ (lecture section 6.4)."""
     folder = output_dir(run, out)
-    if method not in analysis.EMBED_METHODS:
-        analysis.embed_2d(np.zeros((5, 2)), method)  # raises the one-line error
+    if method not in embeddings.EMBED_METHODS:
+        embeddings.embed_2d(np.zeros((5, 2)), method)  # raises the one-line error
     panels = []
     for epoch in epochs_or_cached(run, epochs):
-        emb = analysis.cached_embedding(run.path, epoch, run.latents(epoch), method, n)
+        emb = embeddings.cached_embedding(run.path, epoch, run.latents(epoch), method, n)
         panels.append((f"epoch {epoch}", emb["xy"], emb["labels"]))
     name = "t-SNE" if method == "tsne" else "PCA"
-    return plots.plot_embeddings(
+    return latent_plots.plot_embeddings(
         panels,
         f"{model_kind(run)}: {name} of the first {len(panels[0][1])} test means, by class",
         folder / f"embeddings-{method}.png",
@@ -276,8 +276,8 @@ def make_bubbles(
     title = f"{model_kind(run)} {what_drawn} per test image{_dims_note(run, dims, what)}"
     kwargs = dict(stochastic=stochastic, class_names=class_names(run))
     return [
-        plots.plot_bubbles(panels, dims, title, folder / "bubbles.png", **kwargs),
-        plots.bubbles_gif(panels, dims, title, folder / "bubbles.gif", **kwargs),
+        latent_plots.plot_bubbles(panels, dims, title, folder / "bubbles.png", **kwargs),
+        latent_plots.bubbles_gif(panels, dims, title, folder / "bubbles.gif", **kwargs),
     ]
 
 
@@ -307,7 +307,7 @@ def make_manifold(
     rest = "" if label is None else f", label {label_name(run, label)}"
     if run.model.latent_dim > 2:
         rest += ", others at 0" if centre is None else ", others at their mean"
-    return plots.plot_manifold(
+    return latent_plots.plot_manifold(
         grid_data["images"],
         run.model.config.input_shape,
         grid_data["u"],
@@ -404,7 +404,7 @@ def make_traversal(
     )
     unit = " × the codes' std" if scale is not None else ""
     name = "traversal.png" if index is None else f"traversal-{index}.png"
-    return plots.plot_traversal(
+    return latent_plots.plot_traversal(
         tr["images"],
         labels,
         unused,
@@ -431,7 +431,7 @@ def make_latent_use(run: Run, out: Path | str | None = None) -> Path:
         f"{int(use['active_units'][-1])} active units, KL {last.sum():.2f} nats, "
         f"I(x; z) {use['mutual_information'][-1]:.2f} nats"
     )
-    return plots.plot_latent_use(use, title, folder / "latent-use.png", run.metrics)
+    return latent_plots.plot_latent_use(use, title, folder / "latent-use.png", run.metrics)
 
 
 def make_losses(run: Run, out: Path | str | None = None) -> Path:
