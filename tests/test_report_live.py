@@ -28,20 +28,26 @@ TOLERANCE = 0.02  # per pixel in [0, 1]: float16 weights against the float32 dec
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, mnist):
-    """A d = 2 VAE (Bernoulli) and a d = 5 VAE (continuous Bernoulli): 500 MNIST images."""
+    """A d = 2 VAE (Bernoulli), a d = 5 VAE (continuous Bernoulli) and a conditional d = 3
+    VAE: 500 MNIST images."""
     root = tmp_path_factory.mktemp("live")
     quiet = dict(data=mnist, progress=False, log=lambda _m: None)
     settings = dict(limit=500, epochs=1, hidden=64, batch_size=100, device="cpu")
     d2 = train(TrainConfig(latent_dim=2, **settings), out=root / "d2", **quiet)
     cb = TrainConfig(latent_dim=5, likelihood="continuous-bernoulli", **settings)
     d5 = train(cb, out=root / "d5", **quiet)
-    return {"d2": d2, "d5": d5}
+    conditional = TrainConfig(latent_dim=3, condition="label", **settings)
+    cond = train(conditional, out=root / "cond", **quiet)
+    return {"d2": d2, "d5": d5, "cond": cond}
 
 
-def python_decode(run_dir: Path, z) -> np.ndarray:
+def python_decode(run_dir: Path, z, label: int | None = None) -> np.ndarray:
     model = load_run(run_dir).model
+    zs = torch.tensor([z], dtype=torch.float32)
     with torch.no_grad():
-        return model.decode(torch.tensor([z], dtype=torch.float32))[0].numpy()
+        if label is None:
+            return model.decode(zs)[0].numpy()
+        return model.decode(zs, torch.tensor([label]))[0].numpy()
 
 
 # ------------------------------------------------------------------ without a browser
@@ -62,11 +68,9 @@ def test_a_conv_decoder_or_a_large_one_points_to_vaelab_serve(tmp_path, runs, mo
     conv = load_run(train_tiny_run(tmp_path, model="conv-vae", epochs=1))
     text = live.section(conv)
     assert "is not an MLP" in text and "vaelab serve" in text and "live-data" not in text
-    conditional = load_run(runs["d2"])
-    monkeypatch.setattr(conditional.model, "n_classes", 10, raising=False)
-    assert "conditional" in live.section(conditional) and "vaelab serve" in live.section(
-        conditional
-    )
+    payload, _ = live.decoder_payload(load_run(runs["cond"]))  # a conditional MLP: embedded
+    assert payload["labels"] == [str(k) for k in range(10)]
+    assert payload["layers"][0]["cols"] == 3 + 10  # z and the one-hot label
     monkeypatch.setattr(live, "MAX_PARAMETERS", 1000)
     text = live.section(load_run(runs["d2"]))
     assert "51,152 parameters, more than the 1,000" in text and "vaelab serve" in text
@@ -83,7 +87,9 @@ def reports(runs):
     d2 = build_report(runs["d2"], method="pca", n_embed=100)
     d5 = runs["d5"] / "live.html"  # the panel alone: the report around it is tested above
     d5.write_text(page("live", [("live", "Live", live.section(load_run(runs["d5"])))]))
-    return {"d2": d2, "d5": d5}
+    cond = runs["cond"] / "live.html"
+    cond.write_text(page("live", [("live", "Live", live.section(load_run(runs["cond"])))]))
+    return {"d2": d2, "d5": d5, "cond": cond}
 
 
 class Panel:
@@ -179,5 +185,23 @@ def test_continuous_bernoulli_means_and_every_slider(browser, runs, reports):
     assert re.search(r"z = the prior mean", panel.page.text_content("#live-z"))
     ARTIFACTS.mkdir(exist_ok=True)
     panel.page.screenshot(path=str(ARTIFACTS / "report-live-d5.png"), full_page=True)
+    assert panel.errors == [] and panel.foreign == []
+    panel.context.close()
+
+
+def test_a_conditional_run_decodes_with_the_picked_label(browser, runs, reports):
+    run = runs["cond"]
+    panel = Panel(browser, reports["cond"])
+    picker = panel.page.locator("#live-label")
+    assert panel.page.locator("#live-label-box").is_visible() and picker.input_value() == "0"
+    as_zero = panel.pixels()
+    np.testing.assert_allclose(as_zero, python_decode(run, panel.z(), 0), atol=TOLERANCE)
+    picker.select_option("7")
+    panel.page.wait_for_timeout(200)  # the decode runs on the next animation frame
+    as_seven = panel.pixels()
+    assert np.abs(as_seven - as_zero).sum() > 1.0  # the label changed the picture
+    np.testing.assert_allclose(as_seven, python_decode(run, panel.z(), 7), atol=TOLERANCE)
+    ARTIFACTS.mkdir(exist_ok=True)
+    panel.page.screenshot(path=str(ARTIFACTS / "report-live-conditional.png"), full_page=True)
     assert panel.errors == [] and panel.foreign == []
     panel.context.close()

@@ -13,11 +13,10 @@ more than MAX_PARAMETERS parameters is not embedded; the page says that ``vaelab
 explores it instead. The logits become the run's mean image as ``LatentModel.decode``
 does: a sigmoid for bernoulli, gaussian and mse, the continuous-Bernoulli mean otherwise.
 
-Conditional runs (``decode(z, labels)``) are not embedded yet: the page says so. The hook
-for them: a conditional MLP that appends the one-hot label to z (first layer Linear(d + K,
-h)) needs ``mlp_layers`` to accept ``in_features == d + K``, the payload's ``labels`` set
-to the K class names (the page then shows a label picker) and ``decoderInput`` in live.js
-to return z with the one-hot label appended, as the model does.
+A conditional run's decoder takes z with the one-hot label appended (its first layer is
+Linear(d + K, h)): the payload lists the K classes, the page shows a label picker, and
+``decoderInput`` in live.js appends the chosen label's one-hot row to z, as the model's
+``with_label`` does.
 """
 
 from __future__ import annotations
@@ -46,7 +45,8 @@ FLOAT16_MAX = 65504.0
 
 def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
     """The Linear layers of ``model.decoder`` when it is Linear -> ReLU -> ... -> Linear
-    from the d latent numbers, else None (a conv decoder, a decoder with other inputs)."""
+    from the d latent numbers (d + K for a conditional model: z and the one-hot label),
+    else None (a conv decoder, a decoder with other inputs)."""
     dec = getattr(model, "decoder", None)
     if not isinstance(dec, nn.Sequential) or len(dec) % 2 == 0:
         return None
@@ -54,18 +54,23 @@ def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
         if not isinstance(layer, nn.Linear if i % 2 == 0 else nn.ReLU):
             return None
     layers = [dec[i] for i in range(0, len(dec), 2)]
-    return layers if layers[0].in_features == model.latent_dim else None
+    inputs = model.latent_dim + getattr(model, "n_classes", 0)
+    return layers if layers[0].in_features == inputs else None
 
 
 @torch.no_grad()
 def _reproduces(model: nn.Module, layers: list[nn.Linear]) -> bool:
-    """True when the layers, run as the page runs them, give ``decode_logits``."""
+    """True when the layers, run as the page runs them, give ``decode_logits`` (for a
+    conditional model: with labels 0, 1, ... appended one-hot)."""
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(0))
-    h = z.double()
+    labels = None
+    if getattr(model, "n_classes", 0):
+        labels = torch.arange(8) % model.n_classes
+    h = model.with_label(z, labels).double() if labels is not None else z.double()
     for i, layer in enumerate(layers):
         h = h @ layer.weight.double().T + layer.bias.double()
         h = h.clamp(min=0) if i < len(layers) - 1 else h
-    return bool(torch.allclose(h.float(), model.decode_logits(z).float(), atol=1e-3))
+    return bool(torch.allclose(h.float(), model.logits(z, labels).float(), atol=1e-3))
 
 
 def _b64(values: torch.Tensor, dtype: str) -> str:
@@ -91,8 +96,6 @@ def image_layout(input_shape: tuple[int, ...]) -> dict[str, int]:
 def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
     """What the page needs to decode live, or (None, why not)."""
     model = run.model
-    if getattr(model, "n_classes", 0):  # see the module docstring: the label-picker hook
-        return None, "this run is conditional, and the page cannot pick a label yet"
     layers = mlp_layers(model)
     if layers is None or not _reproduces(model, layers):
         return None, f"this run's decoder ({run.config.model}) is not an MLP"
@@ -134,7 +137,8 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
         "use": [round(float(v), 4) for v in use] if what else None,
         "use_name": what,
         "inactive": analysis.INACTIVE,
-        "labels": [],  # a conditional run's classes: shows the label picker (see live.js)
+        # a conditional run's classes (their names): the page shows a label picker
+        "labels": _class_labels(run) if getattr(model, "n_classes", 0) else [],
         "map": None,
         "parameters": n_params,
     }
@@ -152,6 +156,16 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
             "epoch": cached[-1],
         }
     return payload, ""
+
+
+def _class_labels(run: Run) -> list[str]:
+    """The names the picker shows for labels 0..K-1: "3", or "3 Dress" where the dataset
+    names its classes."""
+    names = class_names(run)
+    return [
+        f"{k} {names[k]}" if k < len(names) and names[k] != str(k) else str(k)
+        for k in range(run.model.n_classes)
+    ]
 
 
 PANEL = """

@@ -32,10 +32,13 @@
   }));
 
   // ---------------------------------------------------------------- the decoder
-  // The decoder's input. Hook for conditional runs (decode(z, labels)): data.labels lists
-  // the classes and shows the picker; return z with the one-hot label appended here, as a
-  // conditional MLP's decoder takes it (vaelab/viz/live.py's docstring says the rest).
-  function decoderInput(z, label) { return z; } // eslint-disable-line no-unused-vars
+  // The decoder's input: z, and for a conditional run (data.labels lists its K classes)
+  // the chosen label's one-hot row appended, as the model's with_label does.
+  function decoderInput(z, label) {
+    if (!data.labels.length) return z;
+    const oneHot = data.labels.map((_, k) => (k === label ? 1 : 0));
+    return Array.from(z).concat(oneHot);
+  }
 
   function linear(layer, x) { // (rows, cols) . x + b
     const out = new Float64Array(layer.rows);
