@@ -17,7 +17,7 @@ from vaelab.checksums import check_json, check_zip, read_json, seal_json, seal_z
 from vaelab.errors import DamagedFileError
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.checkpoint import load_checkpoint
-from vaelab.viz.analysis import read_embedding
+from vaelab.viz.embeddings import read_embedding
 
 QUIET = {"progress": False, "log": lambda _m: None}
 
@@ -27,7 +27,7 @@ def finished(tmp_path_factory) -> Path:
     """A finished run with every kind of artefact: last.pt, a cached epoch's weights,
     --keep-every copies, latents, metrics, config.json, eval.json and an embedding."""
     from vaelab.evaluation.evaluate import evaluate_run
-    from vaelab.viz.analysis import cached_embedding
+    from vaelab.viz.embeddings import cached_embedding
 
     root = train_tiny_run(
         tmp_path_factory.mktemp("sealed"), epochs=4, keep_every=2, embed_epochs=[0, 3]

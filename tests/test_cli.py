@@ -229,7 +229,8 @@ def test_help_names_the_choices_that_the_library_checks():
     from vaelab.cli import build_parser, figures
     from vaelab.evaluation.evaluate import SPLITS
     from vaelab.losses import LIKELIHOODS
-    from vaelab.viz.analysis import EMBED_METHODS, INTERPOLATION_MODES
+    from vaelab.viz.analysis import INTERPOLATION_MODES
+    from vaelab.viz.embeddings import EMBED_METHODS
 
     commands = build_parser()._subparsers._group_actions[0].choices
     helps = {(name, a.dest): a.help for name, p in commands.items() for a in p._actions if a.help}
