@@ -25,6 +25,10 @@ PRECISION_CHOICES = ("fp32", "bf16")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 CONDITION_CHOICES = ("none", "label")
+# the MLP's nonlinearity (--activation); vaelab.models.vae.ACTIVATIONS maps each to its layer
+ACTIVATION_CHOICES = ("relu", "tanh", "softplus", "elu", "gelu")
+# The lecture's sizes, unless the model has its own (vaelab.models.MODELS[name].defaults)
+LECTURE_LATENT_DIM, LECTURE_ACTIVATION = 20, "relu"
 # beta of a conditional run unless given: enough KL pressure that the latent leaves the
 # class to the label (docs/results.md, "Conditional VAE"; benchmarks/conditional.py)
 CONDITIONAL_BETA = 4.0
@@ -41,6 +45,15 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def hidden_sizes(text: str) -> int | list[int]:
+    """One hidden size or several, comma-separated (--hidden): ``"400"`` -> ``400``,
+    ``"200,200"`` -> ``[200, 200]`` (one layer each, from the data side)."""
+    sizes = int_list(text)
+    if not sizes:
+        raise ValueError(f"expected a hidden size or comma-separated sizes, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def number_or_learned(text: str) -> float | str:
@@ -77,11 +90,17 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 @dataclass
 class TrainConfig:
     """Every setting of a training run. ``hidden=None`` means ``latent_dim ** 2``;
-    ``beta=None`` means 1, or ``CONDITIONAL_BETA`` for a conditional run.
+    ``beta=None`` means 1, or ``CONDITIONAL_BETA`` for a conditional run; the model's
+    sizes left as None are its own defaults (``_model_defaults``), else the lecture's.
 
     Examples:
         >>> TrainConfig().hidden, TrainConfig(latent_dim=2).hidden  # d^2 unless given
         (400, 4)
+        >>> TrainConfig(hidden=[200, 200]).hidden, TrainConfig(hidden=[300]).hidden
+        ([200, 200], 300)
+        >>> c = TrainConfig(model="vae-2l")  # Burda et al.'s two stochastic layers
+        >>> c.latent_dim, c.z1_dim, c.hidden, c.activation
+        (50, 100, [200, 200], 'tanh')
         >>> TrainConfig().beta, TrainConfig(condition="label").beta
         (1.0, 4.0)
         >>> TrainConfig(model="ae", epochs=3).to_dict()["model"]
@@ -110,8 +129,27 @@ class TrainConfig:
     # a name of vaelab.models.MODELS, checked when the config is made (no choices here:
     # the registry imports torch, and `vaelab train --help` must not)
     model: str = setting("vae", MODEL, "model name, see `vaelab models` (default {default})")
-    latent_dim: int = setting(20, MODEL, "latent size d (default {default})", metavar="D")
-    hidden: int | None = setting(None, MODEL, "hidden units (default d^2)", metavar="H")
+    # None: the model's own default (MODELS[name].defaults), else the lecture's
+    latent_dim: int | None = setting(
+        None, MODEL, "latent size d (default 20; vae-2l: 50, its top latent)", metavar="D"
+    )
+    # an int (one hidden layer, as earlier versions wrote it) or a list (one per layer)
+    hidden: int | list[int] | None = setting(
+        None,
+        MODEL,
+        "hidden units, or one size per layer: 200,200 (default d^2; vae-2l: 200,200)",
+        parse=hidden_sizes,
+        metavar="H[,H...]",
+    )
+    activation: str | None = setting(
+        None,
+        MODEL,
+        "the MLP models' nonlinearity (default relu; vae-2l: tanh)",
+        choices=ACTIVATION_CHOICES,
+    )
+    z1_dim: int | None = setting(  # vae-2l only (default 100, Burda et al.'s)
+        None, MODEL, "vae-2l: size of the lower latent z1 (default 100)", metavar="D1"
+    )
     recon: str = setting(  # bce: Bernoulli (sum over pixels); mse: 0.5 * squared error
         "bce",
         MODEL,
@@ -207,6 +245,11 @@ class TrainConfig:
         parse=int_list,
         metavar="LIST",
     )
+    output_bias_init: bool = setting(  # Burda et al.'s code does this; off: the lecture's
+        False,
+        OPTIMISATION,
+        "start the decoder's output bias at the logit of the mean training pixel",
+    )
     tensorboard: bool = setting(
         False,
         RUN,
@@ -214,8 +257,11 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        self._model_defaults()
         if self.hidden is None:
             self.hidden = self.latent_dim**2
+        if isinstance(self.hidden, (list, tuple)):  # one layer stays an int, as before
+            self.hidden = self.hidden[0] if len(self.hidden) == 1 else list(self.hidden)
         if self.embed_epochs is not None:
             self.embed_epochs = sorted({int(e) for e in self.embed_epochs})
         self._resolve_likelihood()
@@ -228,6 +274,23 @@ class TrainConfig:
         if self.beta is None:
             self.beta = CONDITIONAL_BETA if self.condition == "label" else 1.0
         self.validate()
+
+    def _model_defaults(self) -> None:
+        """``latent_dim``, ``hidden``, ``activation`` and ``z1_dim`` left as None take the
+        model's own defaults (``vaelab.models.MODELS[model].defaults``; vae-2l: Burda et
+        al.'s 50, 200-200, tanh, 100), else the lecture's d = 20, hidden = d^2, relu."""
+        from vaelab.models import MODELS  # late: the registry imports torch
+
+        check_choice("model", self.model, MODELS)
+        own = MODELS[self.model].defaults
+        for name, lecture in (
+            ("latent_dim", LECTURE_LATENT_DIM),
+            ("hidden", None),
+            ("activation", LECTURE_ACTIVATION),
+            ("z1_dim", None),
+        ):
+            if getattr(self, name) is None:
+                setattr(self, name, own.get(name, lecture))
 
     def _resolve_likelihood(self) -> None:
         """Map the lecture's --recon and --likelihood onto one name, once: afterwards
@@ -244,7 +307,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise SettingError naming the first invalid setting."""
-        for name in ("latent_dim", "hidden", "batch_size"):
+        for name in ("latent_dim", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise SettingError(
@@ -298,6 +361,7 @@ class TrainConfig:
         from vaelab.models import MODELS
 
         check_choice("model", self.model, MODELS)
+        self._validate_architecture()
         if self.likelihood not in LIKELIHOOD_NAMES:  # mse: only ever set from --recon mse
             check_choice("likelihood", self.likelihood, LIKELIHOODS)
         sigma = self.gaussian_sigma
@@ -333,6 +397,34 @@ class TrainConfig:
             raise SettingError(
                 "{kl_warmup} must be a number of epochs >= 0, got {value!r}", value=self.kl_warmup
             )
+
+    def _validate_architecture(self) -> None:
+        """Hidden sizes, activation, z1_dim: valid, and only for a model that takes them
+        (``--activation tanh`` on a conv model is an error, not ignored)."""
+        from vaelab.models import MODELS, model_config
+
+        sizes = self.hidden if isinstance(self.hidden, list) else [self.hidden]
+        if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
+            raise SettingError(
+                "{hidden} must be a positive integer or a list of them, got {value!r}",
+                value=self.hidden,
+            )
+        check_choice("activation", self.activation, ACTIVATION_CHOICES)
+        if self.z1_dim is not None and (not isinstance(self.z1_dim, int) or self.z1_dim <= 0):
+            raise SettingError(
+                "{z1_dim} must be a positive integer, got {value!r}", value=self.z1_dim
+            )
+        takes = {f.name for f in dataclasses.fields(MODELS[self.model].config_cls)}
+        for name, unset in (("activation", LECTURE_ACTIVATION), ("z1_dim", None)):
+            if name not in takes and getattr(self, name) != unset:
+                raise SettingError(
+                    "{" + name + "} does not apply to model {value!r}", value=self.model
+                )
+        if self.condition is not None and "n_classes" not in takes:
+            raise SettingError(
+                "{condition} label: model {value!r} takes no labels", value=self.model
+            )
+        model_config(self.model, **self.to_dict())  # its own checks (conv: one hidden size)
 
     @property
     def needs_unit_range(self) -> bool:

@@ -66,6 +66,26 @@ def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (torch.expm1(logvar) - logvar + mu.pow(2))
 
 
+def gaussian_kl_diag(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """KL(N(mu_q, diag(v_q)) || N(mu_p, diag(v_p))) per example, v = exp(logvar), in nats:
+
+    KL = 0.5 * sum_j (logvar_p,j - logvar_q,j + (v_q,j + (mu_q,j - mu_p,j)^2) / v_p,j - 1),
+
+    the KL between two diagonal Gaussians (the prior of a lower latent given the one above
+    it, e.g. p(z1|z2) in a two-layer VAE). With mu_p = 0, logvar_p = 0 it is ``gaussian_kl``.
+
+    Examples:
+        >>> mu, logvar = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, math.log(4.0)]])
+        >>> gaussian_kl_diag(mu, logvar, torch.zeros(1, 2), torch.zeros(1, 2))  # = gaussian_kl
+        tensor([2.8069])
+        >>> gaussian_kl_diag(mu, logvar, mu, logvar)  # a distribution against itself
+        tensor([0.])
+    """
+    log_ratio = logvar_q - logvar_p  # log(v_q / v_p); expm1 as in gaussian_kl_per_dim
+    distance = (mu_q - mu_p).pow(2) * torch.exp(-logvar_p)
+    return 0.5 * (torch.expm1(log_ratio) - log_ratio + distance).sum(dim=-1)
+
+
 def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
     """-log p(x|z) for pixels x in [0, 1] under Bernoulli(sigmoid(logits)), per example.
 

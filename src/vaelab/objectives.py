@@ -34,7 +34,11 @@ def negative_elbo(
 ) -> LossTerms:
     """-ELBO = -log p(x|z) + weight * KL(q(z|x) || p(z)) per example, given the decoder's
     ``logits`` at the latent ``z`` drawn from ``posterior`` = (mu, logvar); a plain
-    autoencoder (logvar None) has no KL term."""
+    autoencoder (logvar None) has no KL term. A model with an ELBO of its own (two
+    stochastic layers: ``LatentModel.own_negative_elbo``) gives its terms instead."""
+    own = model.own_negative_elbo(x, weight)
+    if own is not None:
+        return own
     rec = model.neg_log_likelihood(logits, x.flatten(1))
     kl = model.kl(*posterior, z=z)
     return LossTerms(rec + weight * kl, rec, kl)
@@ -43,7 +47,11 @@ def negative_elbo(
 def elbo_terms(
     model: LatentModel, x: Tensor, weight: float | Tensor = 1.0, labels: Tensor | None = None
 ) -> LossTerms:
-    """The negative ELBO of a batch ``x``: z sampled in train mode, z = mu in eval mode."""
+    """The negative ELBO of a batch ``x``: z sampled in train mode, z = mu in eval mode
+    (a model with more stochastic layers: its ``own_negative_elbo``)."""
+    own = model.own_negative_elbo(x, weight, labels)
+    if own is not None:
+        return own
     posterior = _float32(*model.posterior(x, labels))
     z = model.reparameterize(*posterior)
     return negative_elbo(model, x, z, posterior, model.logits(z, labels).float(), weight)
@@ -60,12 +68,17 @@ def iwae_terms(
     (log p(z_k) - log q(z_k|x)), z_k ~ q(z|x) (always sampled, also in eval mode).
 
     ``recon`` and ``kl`` report the ELBO's parts (recon averaged over the K samples, the KL
-    as the model gives it), so loss <= recon + kl when weight = 1."""
+    as the model gives it, or for several stochastic layers log q - log p averaged over the
+    K samples), so loss <= recon + kl when weight = 1."""
     posterior = _float32(*model.posterior(x, labels))  # (B, d) each
     parts = log_weights(model, x, posterior, k, labels=labels)  # (K, B) each
     log_w = parts.log_px_given_z + weight * (parts.log_pz - parts.log_qz)
     recon = -parts.log_px_given_z.mean(0)
-    return LossTerms(-iwae_bound(log_w), recon, model.kl(*posterior))
+    if model.stochastic_layers == 1:
+        kl = model.kl(*posterior)
+    else:  # kl() knows the top latent only
+        kl = (parts.log_qz - parts.log_pz).mean(0)
+    return LossTerms(-iwae_bound(log_w), recon, kl)
 
 
 def objective_terms(

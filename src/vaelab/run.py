@@ -18,6 +18,7 @@ Every file is checked against the SHA-256 recorded when it was written
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -190,6 +191,18 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
+def _model_settings(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Saved model settings as model ``name`` reads them: a setting that an earlier vaelab
+    did not write (``activation``) at its default, tuples as lists. An old run resumed by
+    this version has its checkpoint's settings written out in full, config.json's not."""
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(MODELS[name].config_cls)
+        if f.default is not dataclasses.MISSING
+    }
+    return _plain({**defaults, **values})
+
+
 def _decoder_settings(ckpt: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
     """The checkpoint's model settings and the run's p(x|z) (likelihood, Gaussian scale)."""
     return {
@@ -206,7 +219,10 @@ def load_run(path: Path | str, map_location: str = "cpu") -> Run:
     config = TrainConfig.from_dict(meta["config"])
     ckpt = load_checkpoint(RunPaths(root).last, map_location)
     saved = meta.get("model_config")
-    if saved is not None and _plain(saved) != _plain(ckpt.get("model_config", {})):
+    mine = ckpt.get("model_config", {})
+    if saved is not None and _model_settings(config.model, saved) != _model_settings(
+        config.model, mine
+    ):
         raise VaelabError(
             f"{root}: checkpoints/last.pt does not fit model {config.model!r} of config.json "
             "(its model settings differ); it is from another run or architecture"

@@ -13,7 +13,7 @@ learned``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vaelab.models.ae import AE
@@ -21,6 +21,7 @@ from vaelab.models.base import LatentModel, LogWeights
 from vaelab.models.conv_ae import ConvAE
 from vaelab.models.conv_vae import ConvConfig, ConvVAE
 from vaelab.models.vae import VAE, MLPConfig
+from vaelab.models.vae_2l import TwoLayerConfig, TwoLayerVAE
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class ModelEntry:
     config_cls: type
     model_cls: type[LatentModel]
     summary: str
+    # TrainConfig settings left unset take these (else the lecture's d = 20, d^2, relu)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -37,6 +40,12 @@ MODELS: dict[str, ModelEntry] = {
         ConvConfig, ConvVAE, "conv VAE: 2 stride-2 convs (32, 64) -> h -> 2d, mirrored decoder"
     ),
     "conv-ae": ModelEntry(ConvConfig, ConvAE, "the conv VAE's networks as a plain autoencoder"),
+    "vae-2l": ModelEntry(
+        TwoLayerConfig,
+        TwoLayerVAE,
+        "two stochastic layers (Burda et al. 2015): x-200-200-z1(100)-100-100-z2(50), tanh",
+        {"latent_dim": 50, "z1_dim": 100, "hidden": [200, 200], "activation": "tanh"},
+    ),
 }
 
 
@@ -75,6 +84,8 @@ __all__ = [
     "LatentModel",
     "LogWeights",
     "MLPConfig",
+    "TwoLayerConfig",
+    "TwoLayerVAE",
     "build_model",
     "model_config",
 ]

@@ -1,6 +1,7 @@
 """A plain autoencoder with the lecture's MLP shape: the zero-variance special case of the
 VAE (lecture section 2). It encodes only a point per input, has no KL term, and its
-latent space has no structure between training points (lecture section 6.5).
+latent space has no structure between training points (lecture section 6.5). Its
+``hidden`` and ``activation`` work as the VAE's (``vaelab.models.vae``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from vaelab.models.base import LatentModel
-from vaelab.models.vae import MLPConfig
+from vaelab.models.vae import MLPConfig, mlp
 
 
 class AE(LatentModel):
@@ -18,10 +19,10 @@ class AE(LatentModel):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         self.config = config
-        D, h, d, K = config.input_size, config.hidden, config.latent_dim, config.n_classes
+        D, h, d, K = config.input_size, config.hidden_sizes, config.latent_dim, config.n_classes
         self.latent_dim, self.n_classes = d, K
-        self.encoder = nn.Sequential(nn.Linear(D + K, h), nn.ReLU(), nn.Linear(h, d))
-        self.decoder = nn.Sequential(nn.Linear(d + K, h), nn.ReLU(), nn.Linear(h, D))
+        self.encoder = mlp([D + K, *h, d], config.activation)
+        self.decoder = mlp([d + K, *reversed(h), D], config.activation)
         self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, None]:

@@ -36,8 +36,14 @@ Every method that decodes or encodes takes ``labels=None`` as well.
 
 A model whose prior is not N(0, I) overrides ``sample_prior``, ``prior_mean``,
 ``log_prior`` and ``kl`` (e.g. with the sampled log q(z|x) - log p(z) where no closed form
-exists); one with more stochastic layers overrides ``log_weights`` and ``kl`` and exposes its top latent through
-``encode`` for the figures.
+exists). One with more stochastic layers (``stochastic_layers`` > 1, e.g.
+``vaelab.models.vae_2l``) overrides ``log_weights`` (every layer's densities) and
+``own_negative_elbo`` (its ELBO), and exposes its top latent through ``encode`` and
+``decode_logits`` for the figures; its ``kl(mu, logvar)`` is the top latent's only, so the
+bounds report the sampled log q - log p as its KL instead.
+
+    init_output_bias(pixel_mean)    start the logits at the data's mean image (``vaelab
+                                    train --output-bias-init``, Burda et al.'s code)
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from torch import Tensor, nn
 
 from vaelab.errors import VaelabError
 from vaelab.losses import (
+    LossTerms,
     decoder_mean,
     gaussian_kl_per_dim,
     likelihood_nll,
@@ -83,6 +90,8 @@ class LatentModel(nn.Module):
     gaussian_sigma: float | str | None = None  # gaussian: a fixed sigma or "learned"
     log_sigma: nn.Parameter | None  # the learned Gaussian scale (None unless learn_sigma)
     n_classes: int = 0  # K > 0: a conditional model, whose encoder and decoder take labels
+    # > 1: a hierarchy; log_weights and own_negative_elbo see every layer, kl() the top only
+    stochastic_layers: int = 1
 
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
@@ -204,6 +213,39 @@ class LatentModel(nn.Module):
         if isinstance(self.gaussian_sigma, (int, float)):
             return math.log(self.gaussian_sigma)
         return 0.0
+
+    def own_negative_elbo(
+        self, x: Tensor, weight: float | Tensor = 1.0, labels: Tensor | None = None
+    ) -> LossTerms | None:
+        """The per-example -ELBO terms of a model whose ELBO is not the one-latent
+        -log p(x|z) + weight * KL(q(z|x) || p(z)) (two stochastic layers); None, the
+        default: ``vaelab.objectives`` computes that one-latent ELBO."""
+        return None
+
+    def output_bias(self) -> Tensor:
+        """The bias of the layer that makes the logits: the last layer of ``decoder``
+        with one (the MLP's Linear(h, D), the conv decoder's last transposed convolution,
+        one bias per channel). A model without ``decoder`` overrides this."""
+        decoder = getattr(self, "decoder", None)
+        biases = [] if decoder is None else [
+            m.bias for m in decoder.modules() if isinstance(getattr(m, "bias", None), Tensor)
+        ]  # fmt: skip
+        if not biases:
+            raise VaelabError(f"{type(self).__name__} has no output bias to initialise")
+        return biases[-1]
+
+    @torch.no_grad()
+    def init_output_bias(self, pixel_mean: Tensor, eps: float = 1e-3) -> None:
+        """Set the output bias b = log(p / (1 - p)), so that sigmoid(b) = p, the mean
+        training pixel: the untrained decoder then draws the data's mean image (Burda et
+        al.'s code, which clips p to [0.001, 0.999] = [eps, 1 - eps] as here).
+        ``pixel_mean``: (D,) or (*input_shape), each pixel's mean; a bias with one entry per
+        channel (a conv decoder) takes its channel's mean."""
+        bias = self.output_bias()
+        p = pixel_mean.detach().double().flatten().cpu()
+        if p.numel() != bias.numel():  # (C * H * W,) -> (C,): one bias per channel
+            p = p.view(bias.numel(), -1).mean(dim=1)
+        bias.copy_(torch.logit(p.clamp(eps, 1 - eps)).to(bias))
 
     def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """z: (B, d) -> the mean E[x|z] of p(x|z), (B, D): what is shown as the image

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError, VaelabError
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
 
 
@@ -41,6 +41,11 @@ class ConvConfig:
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
         self.channels = tuple(int(c) for c in self.channels)
+        if not isinstance(self.hidden, int):  # --hidden 200,200 is for the MLP models
+            raise SettingError(
+                "{hidden} of a conv model is one size (its fully connected layer), got {value!r}",
+                value=self.hidden,
+            )
         if len(self.input_shape) != 3:
             raise VaelabError(
                 f"convolutional models need image data (C, H, W); this data has shape "

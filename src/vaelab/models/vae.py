@@ -6,6 +6,12 @@ decoder Linear(d, h) -> ReLU -> Linear(h, D), logits; ``decode`` maps them to th
 p(x|z) (a sigmoid for the lecture's Bernoulli, ``vaelab.losses.decoder_mean``). D comes
 from the data.
 
+Deeper: ``hidden`` = [h1, h2, ...] gives the encoder D-h1-h2-...-2d and the decoder the
+mirror d-...-h2-h1-D, each hidden layer followed by ``activation`` (Burda et al. 2015's
+one-stochastic-layer model: ``--hidden 200,200 --activation tanh --latent-dim 50``). The
+lecture's one ReLU layer keeps its module names (encoder.0, encoder.2, ...) and the order
+in which its weights are drawn, so its runs and checkpoints are unchanged.
+
 Conditional (``n_classes`` = K > 0): the one-hot label is appended to the encoder's input
 and to z, so the first layers are Linear(D + K, h) and Linear(d + K, h).
 """
@@ -13,28 +19,70 @@ and to z, so the first layers are Linear(D + K, h) and Linear(d + K, h).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from vaelab.config import ACTIVATION_CHOICES, check_choice
+from vaelab.errors import SettingError
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
+
+# --activation's layers; the names are vaelab.config.ACTIVATION_CHOICES
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+def hidden_list(hidden: int | Sequence[int]) -> list[int]:
+    """The hidden sizes as a list, from the data side: 400 -> [400]; checked positive."""
+    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
+        raise SettingError(
+            "{hidden} must be a positive integer or a list of them, got {value!r}", value=hidden
+        )
+    return sizes
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers between consecutive ``sizes``, ``activation`` after each but the
+    last: mlp([784, 400, 40]) = Linear(784, 400) -> ReLU -> Linear(400, 40). The weights
+    are drawn layer by layer from the input side."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i > 0:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
 
 
 @dataclass
 class MLPConfig:
     input_shape: tuple[int, ...] = (1, 28, 28)
     latent_dim: int = 20
-    hidden: int = 400
+    hidden: int | list[int] = 400  # one size per hidden layer, from the data side
+    activation: str = "relu"  # after each hidden layer (ACTIVATIONS)
     learn_sigma: bool = False  # a learned Gaussian decoder scale (--gaussian-sigma learned)
     n_classes: int = 0  # K > 0: conditional on a label (--condition label), one-hot in
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
+        sizes = hidden_list(self.hidden)
+        self.hidden = sizes[0] if len(sizes) == 1 else sizes  # one layer: an int, as before
+        check_choice("activation", self.activation, ACTIVATION_CHOICES)
 
     @property
     def input_size(self) -> int:
         return math.prod(self.input_shape)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return hidden_list(self.hidden)
 
 
 class VAE(LatentModel):
@@ -44,10 +92,10 @@ class VAE(LatentModel):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         self.config = config
-        D, h, d, K = config.input_size, config.hidden, config.latent_dim, config.n_classes
+        D, h, d, K = config.input_size, config.hidden_sizes, config.latent_dim, config.n_classes
         self.latent_dim, self.n_classes = d, K
-        self.encoder = nn.Sequential(nn.Linear(D + K, h), nn.ReLU(), nn.Linear(h, 2 * d))
-        self.decoder = nn.Sequential(nn.Linear(d + K, h), nn.ReLU(), nn.Linear(h, D))
+        self.encoder = mlp([D + K, *h, 2 * d], config.activation)
+        self.decoder = mlp([d + K, *reversed(h), D], config.activation)
         self.log_sigma = nn.Parameter(torch.zeros(())) if config.learn_sigma else None
 
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -156,6 +156,8 @@ def set_up(
     model = build_model(
         config.model, input_shape=data.input_shape, n_classes=n_classes, **config.to_dict()
     ).to(dev)
+    if config.output_bias_init and state.ckpt is None:  # a fresh run; a resumed one has its own
+        model.init_output_bias(data.x_train.float().mean(0))
     optimizer = make_optimizer(model, config.lr)
     if world.rank > 0:  # other noise on each rank; rank 0 draws what one process draws
         torch.manual_seed(config.seed * 1_000_003 + world.rank)

@@ -98,7 +98,7 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
     model = run.model
     layers = mlp_layers(model)
     if layers is None or not _reproduces(model, layers):
-        return None, f"this run's decoder ({run.config.model}) is not an MLP"
+        return None, f"this run's decoder ({run.config.model}) is not an MLP of ReLU layers from z"
     n_params = sum(p.numel() for layer in layers for p in (layer.weight, layer.bias))
     if n_params > MAX_PARAMETERS:
         return None, (
