@@ -101,6 +101,35 @@ def test_the_governor_follows_the_counters_and_the_loop_applies_its_count():
     assert T._governor is None and torch.get_num_threads() == before
 
 
+def test_the_training_loop_applies_the_governors_count_between_steps(tiny, monkeypatch):
+    from vaelab.config import TrainConfig
+    from vaelab.models import build_model
+    from vaelab.training.loop import train_epoch
+    from vaelab.training.optim import make_optimizer
+    from vaelab.training.step import TrainStep
+
+    config = TrainConfig(latent_dim=2, hidden=8, batch_size=64)
+    model = build_model("vae", input_shape=tiny.input_shape, latent_dim=2, hidden=8)
+    step = TrainStep(model, make_optimizer(model, config.lr), config, torch.device("cpu"))
+    governor = T.ThreadGovernor(cores=2, best=2, start=2)  # not started: set by hand
+    governor.wanted = 1
+    monkeypatch.setattr(T, "_governor", governor)
+    before = torch.get_num_threads()
+    try:
+        train_epoch(step, tiny.x_train.flatten(1), config, 1)
+        assert torch.get_num_threads() == 1 and governor.applied == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_resumed_run_is_planned_with_its_saved_shape(finished_cli_run):
+    from vaelab.cli.train import run_settings
+
+    settings = run_settings({"resume": str(finished_cli_run), "epochs": 3, "quiet": True})
+    assert settings["latent_dim"] == 2 and settings["hidden"] == 8 and settings["epochs"] == 3
+    assert T.step_shape(settings)["dataset"].endswith("tiny.npz")
+
+
 # ----------------------------------------------------------------------- the cache key
 def key(**changes) -> str:
     parts = {
@@ -230,10 +259,11 @@ def test_an_explicit_environment_wins(two_cores):
     env = {"GOMP_SPINCOUNT": "50000"}
     T.set_spin(spin, env)
     assert env == {"GOMP_SPINCOUNT": "50000"}
-    assert plan(two_cores, never, env={"OMP_WAIT_POLICY": "passive"}).spin is None
-    assert never.calls == 0 or never.calls == 1  # cached by now either way
+    policy = plan(two_cores, never, env={"OMP_WAIT_POLICY": "passive"})
+    assert policy.spin is None and "cached" in policy.line  # the threads calibrated above
     off = plan(two_cores, never, env={T.AUTO_ENV: "0"})
     assert (off.threads, off.best, off.spin) == (None, None, T.SPIN_LOW)
+    assert never.calls == 0
 
 
 def test_threads_n_fixes_the_count_without_calibrating(two_cores):
@@ -243,9 +273,7 @@ def test_threads_n_fixes_the_count_without_calibrating(two_cores):
     assert never.calls == 0
 
 
-@pytest.mark.parametrize(
-    "kwargs, env", [({"threads": 2}, {}), ({}, {"OMP_NUM_THREADS": "2"})]
-)
+@pytest.mark.parametrize("kwargs, env", [({"threads": 2}, {}), ({}, {"OMP_NUM_THREADS": "2"})])
 def test_recalibrate_with_fixed_threads_is_an_error(two_cores, kwargs, env):
     with pytest.raises(VaelabError, match="--recalibrate"):
         plan(two_cores, env=env, recalibrate=True, **kwargs)
@@ -306,9 +334,7 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(
         assert "no native bfloat16" in notes[0] and "slower" in notes[0]
 
 
-def test_recalibrate_runs_the_real_step_in_child_processes(
-    capsys, monkeypatch, tmp_path, tiny_npz
-):
+def test_recalibrate_runs_the_real_step_in_child_processes(capsys, monkeypatch, tmp_path, tiny_npz):
     """The real calibration (two child processes timing the tiny model's step), cached in
     the user cache; the next run reads it and starts no child."""
     monkeypatch.delenv(T.AUTO_ENV)

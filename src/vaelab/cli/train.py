@@ -90,8 +90,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "a fresh optimiser state); a damaged last.pt names the newest intact one",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    g = groups[config.OPTIMISATION]
-    g.add_argument(
+    o = groups[config.OPTIMISATION]
+    o.add_argument(
         "--threads",
         type=text_type(parse_threads),
         default=S,
@@ -100,7 +100,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "this CPU and model once (cached) and uses fewer while other processes need the "
         "cores; N: exactly N. OMP_NUM_THREADS / GOMP_SPINCOUNT in the environment win",
     )
-    g.add_argument(
+    o.add_argument(
         "--recalibrate",
         action="store_true",
         default=S,
@@ -126,8 +126,8 @@ def run_settings(given: dict) -> dict:
 
         try:
             saved = read_json(os.path.join(given["resume"], "config.json"))[0]["config"]
-        except (OSError, ValueError, KeyError, TypeError):
-            saved = {}  # train() says what is wrong with the run
+        except Exception:  # missing, damaged, another tool's: train() says so, in its words
+            saved = {}
         settings = {**saved, **settings}
     return settings
 

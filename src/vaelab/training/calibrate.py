@@ -154,7 +154,7 @@ def calibrate(settings: Mapping[str, Any], cores: int) -> dict | None:
         return _calibrate(children, cores)
     except Unusable:
         return None
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, IndexError, OSError) as exc:
         print(f"vaelab: note: thread calibration failed ({exc}); using defaults", file=sys.stderr)
         return None
     finally:
@@ -204,15 +204,21 @@ def worker(settings: dict[str, Any]) -> None:
 
     from vaelab.errors import VaelabError
 
+    protocol, sys.stdout = sys.stdout, sys.stderr  # stray prints must not break the protocol
+
+    def say(line: str) -> None:
+        protocol.write(line + "\n")
+        protocol.flush()
+
     torch.set_num_threads(1)
 
     try:
         step_fn, config, data, n_classes = _build_step(settings)
     except VaelabError as exc:
-        print(f"unusable {exc}", flush=True)
+        say(f"unusable {exc}")
         return
     if step_fn is None:
-        print("ready cuda", flush=True)
+        say("ready cuda")
         return
     from vaelab.objectives import kl_weight
 
@@ -236,12 +242,12 @@ def worker(settings: dict[str, Any]) -> None:
         return (time.perf_counter() - start) / steps
 
     run(2)  # warm-up: the allocator, Adam's moments
-    print("ready cpu", flush=True)
+    say("ready cpu")
     while line := sys.stdin.readline():  # a line as soon as it comes; "" at the end
         threads, steps = (int(v) for v in line.split())
         torch.set_num_threads(threads)
         run(1)  # the new team of threads starts up outside the timing
-        print(f"{run(steps):.6f}", flush=True)
+        say(f"{run(steps):.6f}")
 
 
 def _build_step(settings: dict[str, Any]):
