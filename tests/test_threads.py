@@ -250,6 +250,14 @@ def test_short_runs_and_failed_calibrations_use_the_safe_defaults(two_cores):
     assert not two_cores.exists()  # nothing cached: measured next time
 
 
+def test_a_run_on_a_gpu_keeps_torchs_default_threads_and_is_cached(two_cores):
+    gpu = Calibrator({"device": "cuda", "threads": 2, "spin": T.SPIN_LOW})
+    for _ in range(2):
+        on_gpu = plan(two_cores, gpu)
+        assert (on_gpu.threads, on_gpu.best) == (None, None) and "GPU" in on_gpu.line
+    assert gpu.calls == 1
+
+
 def test_an_explicit_environment_wins(two_cores):
     never = Calibrator()
     fixed = plan(two_cores, never, env={"OMP_NUM_THREADS": "1"}, threads=2)

@@ -146,9 +146,9 @@ class Child:
 
 def calibrate(settings: Mapping[str, Any], cores: int) -> dict | None:
     """The best (threads, spin) for a run with ``settings`` on this machine, with the
-    medians it was chosen from: {"threads", "spin", "seconds_per_step", "rounds", "how"},
-    {"device": "cuda"} for a run on a GPU, or None when a child failed (the message
-    printed as a note)."""
+    medians it was chosen from: {"threads", "spin", "seconds_per_step", "rounds", "steps"}
+    ("device": "cuda" for a run on a GPU, "how" for a compute-bound step), or None when
+    a child failed (the message printed as a note) or the settings cannot train here."""
     children = {spin: Child(settings, spin) for spin in (SPIN_LOW, SPIN_HIGH)}
     try:
         return _calibrate(children, cores)
@@ -167,8 +167,8 @@ def _calibrate(children: dict[int, Child], cores: int) -> dict:
     ready = [child.read(deadline).split() for child in children.values()]  # "ready DEVICE"
     if any(r[0] == "unusable" for r in ready):
         raise Unusable()
-    if any(r[1] == "cuda" for r in ready):
-        return {"device": "cuda"}
+    if any(r[1] == "cuda" for r in ready):  # the CPU threads hardly matter: torch's default
+        return {"device": "cuda", "threads": cores, "spin": SPIN_LOW}
     step = children[SPIN_LOW].ask(1, 2, deadline)  # one thread: the slowest candidate
     if step >= COMPUTE_BOUND_STEP:
         return {"threads": cores, "spin": SPIN_LOW, "how": f"compute-bound ({step:.2f} s a step)"}
