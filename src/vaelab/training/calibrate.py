@@ -149,8 +149,10 @@ def calibrate(settings: Mapping[str, Any], cores: int) -> dict | None:
     medians it was chosen from: {"threads", "spin", "seconds_per_step", "rounds", "steps"}
     ("device": "cuda" for a run on a GPU, "how" for a compute-bound step), or None when
     a child failed (the message printed as a note) or the settings cannot train here."""
-    children = {spin: Child(settings, spin) for spin in (SPIN_LOW, SPIN_HIGH)}
+    children: dict[int, Child] = {}
     try:
+        for spin in (SPIN_LOW, SPIN_HIGH):
+            children[spin] = Child(settings, spin)
         return _calibrate(children, cores)
     except Unusable:
         return None
