@@ -108,7 +108,7 @@ $(VENV)/.installed-docs: $(VENV)/.installed $(LOCK)
 docs: $(VENV)/.installed-docs  ## the documentation site into site/ (mkdocs build --strict, offline)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-bench: install  ## training speed: reference data path vs vaelab, scaling tables (docs/benchmarks.md)
+bench: install  ## training speed: reference data path vs vaelab, two runs at once, scaling, PASS/MISS per target (docs/benchmarks.md)
 	$(BIN)/python benchmarks/train_speed.py --compile --write-docs
 
 # What benchmarks/gpu.sh needs on a GPU machine without the network: MNIST's IDX files

@@ -15,6 +15,10 @@ import torch
 from vaelab.data.datasets import Dataset, arrays_to_dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+# No thread calibration (a few seconds each) and no thread-count changes with the load in
+# the suite, its subprocesses included: `vaelab train` keeps torch's default threads and
+# the short OpenMP spin. tests/test_threads.py turns it back on where it tests it.
+os.environ["VAELAB_AUTO_THREADS"] = "0"
 VAELAB = [sys.executable, "-m", "vaelab"]
 # Browser tests drive Debian's chromium through Playwright (never a downloaded browser).
 CHROMIUM = "/usr/bin/chromium"

@@ -19,6 +19,8 @@ MODULES = {
     "vaelab.data.sources": 2,
     "vaelab.viz.analysis": 4,
     "vaelab.viz.plots": 1,
+    "vaelab.training.threads": 2,
+    "vaelab.training.calibrate": 2,
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

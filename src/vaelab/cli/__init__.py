@@ -63,14 +63,19 @@ def build_parser() -> Parser:
 # process shares the cores, a spinning thread holds the core its partner needs, and a
 # 1-second epoch took 87 s with two runs side by side. A short spin keeps the quiet-machine
 # speed and avoids that (docs/benchmarks.md, "Threads on a shared machine"). It must be
-# set before torch loads OpenMP, i.e. before any command imports torch.
+# set before torch loads OpenMP, i.e. before any command imports torch. `vaelab train`
+# chooses its own first (``prepare``: vaelab.training.threads); a spin or wait policy in
+# the environment is left alone.
 OPENMP_SPIN = {"GOMP_SPINCOUNT": "1000"}
+OPENMP_WAIT_ENV = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+
+
+def set_default_spin() -> None:
+    if "torch" not in sys.modules and not any(k in os.environ for k in OPENMP_WAIT_ENV):
+        os.environ.update(OPENMP_SPIN)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    for name, value in OPENMP_SPIN.items():
-        if "torch" not in sys.modules:
-            os.environ.setdefault(name, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch
@@ -79,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         try:
+            # What must happen before torch loads: a command's own choice, then the default.
+            if (prepare := getattr(args, "prepare", None)) is not None:
+                prepare(args)
+            set_default_spin()
             return args.func(args)
         except OSError as exc:  # a disk that refused a write outside vaelab.fileio
             where = exc.filename or getattr(args, "out", None) or getattr(args, "run", None)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from vaelab import config
 from vaelab.cli import flag
+from vaelab.training.threads import parse_threads
 
 DEFAULTS_NOTE = (
     "defaults are the lecture's: MNIST, d=20, hidden=d^2, BCE+KL, Adam 1e-3, batch 256, 10 epochs"
@@ -87,13 +90,68 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "a fresh optimiser state); a damaged last.pt names the newest intact one",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    o = groups[config.OPTIMISATION]
+    o.add_argument(
+        "--threads",
+        type=text_type(parse_threads),
+        default=S,
+        metavar="auto|N",
+        help="CPU threads: auto (default) measures the fastest count and OpenMP spin for "
+        "this CPU and model once (cached) and uses fewer while other processes need the "
+        "cores; N: exactly N. OMP_NUM_THREADS / GOMP_SPINCOUNT in the environment win",
+    )
+    o.add_argument(
+        "--recalibrate",
+        action="store_true",
+        default=S,
+        help="with --threads auto: measure again instead of using the cached choice",
+    )
     g.add_argument(
         "--report", action="store_true", default=S, help="write RUN/report.html at the end"
     )
 
 
-RUN_ONLY = {"out", "resume", "from_epoch", "quiet", "report"}
+RUN_ONLY = {"out", "resume", "from_epoch", "quiet", "report", "threads", "recalibrate"}
 RESUMABLE = {"epochs", "device"}
+NOT_GIVEN = ("func", "command", "argv", "prepare", "thread_plan")
+
+
+def run_settings(given: dict) -> dict:
+    """The run's TrainConfig settings as plain values, without importing torch: those
+    given, or for --resume the run's saved ones (with --epochs/--device as given)."""
+    settings = {k: v for k, v in given.items() if k not in RUN_ONLY and k not in NOT_GIVEN}
+    settings.pop("nproc", None)
+    if "resume" in given:
+        from vaelab.checksums import read_json
+
+        try:
+            saved = read_json(os.path.join(given["resume"], "config.json"))[0]["config"]
+        except Exception:  # missing, damaged, another tool's: train() says so, in its words
+            saved = {}
+        settings = {**saved, **settings}
+    return settings
+
+
+def prepare_train(args: argparse.Namespace) -> None:
+    """Before torch loads: the run's CPU threads and OpenMP spin (vaelab.training.threads).
+    The launcher of --nproc N plans nothing: each of its processes gets cores/N threads."""
+    from vaelab.errors import VaelabError
+    from vaelab.training.threads import plan_threads, set_spin
+
+    given = vars(args)
+    if given.get("nproc", 1) > 1 and "WORLD_SIZE" not in os.environ:
+        for name in ("threads", "recalibrate"):
+            if name in given:
+                raise VaelabError(
+                    f"--{name} applies to one process; --nproc N gives each of its N "
+                    "processes cores/N threads"
+                )
+        return
+    plan = plan_threads(
+        run_settings(given), given.get("threads", "auto"), given.get("recalibrate", False)
+    )
+    set_spin(plan)
+    args.thread_plan = plan
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -101,8 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vaelab.errors import TrainingInterrupted, VaelabError
     from vaelab.training.distributed import world_from_env
     from vaelab.training.loop import train
+    from vaelab.training.threads import governed
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "argv")}
+    given = {k: v for k, v in vars(args).items() if k not in NOT_GIVEN}
     quiet = given.pop("quiet", False)
     nproc = given.pop("nproc", 1)
     if nproc < 1:
@@ -123,18 +182,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _launch_processes(nproc, args.argv, given)
     main = world_from_env().is_main
     log = (lambda _msg: None) if quiet else print  # train() keeps other ranks quiet
+    plan = getattr(args, "thread_plan", None)
+    if main:
+        _bf16_note(run_settings(given))
+        if plan is not None:
+            log(plan.line)
     try:
-        if config is None:
-            root = train(
-                resume=given["resume"],
-                epochs=given.get("epochs"),
-                device=given.get("device"),
-                from_epoch=given.get("from_epoch"),
-                progress=not quiet,
-                log=log,
-            )
-        else:
-            root = train(config, out=given.get("out"), progress=not quiet, log=log)
+        with governed(plan) if plan is not None else contextlib.nullcontext():
+            if config is None:
+                root = train(
+                    resume=given["resume"],
+                    epochs=given.get("epochs"),
+                    device=given.get("device"),
+                    from_epoch=given.get("from_epoch"),
+                    progress=not quiet,
+                    log=log,
+                )
+            else:
+                root = train(config, out=given.get("out"), progress=not quiet, log=log)
     except TrainingInterrupted as exc:
         if main:
             raise
@@ -147,6 +212,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         log(f"report written to {build_report(root)}")
     return 0
+
+
+def _bf16_note(settings: dict) -> None:
+    """One line on stderr when --precision bf16 will train on a CPU without native
+    bfloat16 (it will likely be slower than fp32)."""
+    if settings.get("precision") != "bf16" or settings.get("device", "auto") == "cuda":
+        return
+    import torch
+
+    from vaelab.training.threads import bf16_note, cpu_description
+
+    if settings.get("device", "auto") == "auto" and torch.cuda.is_available():
+        return
+    if (note := bf16_note(cpu_description()[1])) is not None:
+        print(note, file=sys.stderr)
 
 
 def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
@@ -187,6 +267,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def register(command) -> None:
     p = command("train", cmd_train, "train a model and write a run directory")
     p.epilog = DEFAULTS_NOTE
+    p.set_defaults(prepare=prepare_train)
     add_train_arguments(p)
     command("models", cmd_models, "list the registered models")
     p = command("data", cmd_data, "load a dataset (filling the cache) and print its statistics")

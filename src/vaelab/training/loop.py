@@ -64,6 +64,7 @@ from vaelab.training.run_dir import (
 )
 from vaelab.training.step import TrainStep, divergence, select_device
 from vaelab.training.stopping import EpochProgress, GracefulStop, StopRequested
+from vaelab.training.threads import adjust as adjust_threads
 from vaelab.training.tracking import NullTracker, open_tracker
 
 STOP_POLL_STEPS = 20  # how often ranks of a multi-process run agree on a stop signal
@@ -294,6 +295,7 @@ def train_epoch(
             xb = torch.bernoulli(xb)
         yb = None if labels is None else labels.index_select(0, batch)
         sums += step_fn(xb, weights[step], epoch, step, yb)
+        adjust_threads()  # fewer threads while other processes need the cores (--threads auto)
         if progress and step_fn.check and (step % 10 == 0 or step == steps - 1):
             seen = min(n, (step + 1) * batch_size) / world.size
             bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")

@@ -1,0 +1,385 @@
+"""CPU threads chosen by measurement (vaelab.training.threads, .calibrate): the busy-core
+rule, the governor, the calibration cache and its key, what the environment and the
+flags decide, and the bf16 note. conftest sets VAELAB_AUTO_THREADS=0 for the whole suite;
+the tests here that need the automatic choice remove it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, call_cli
+from vaelab.errors import VaelabError
+from vaelab.training import calibrate as C
+from vaelab.training import threads as T
+
+LECTURE = {"dataset": "mnist", "epochs": 10}  # 2350 steps: long enough to calibrate
+MEASURED = {"threads": 2, "spin": T.SPIN_HIGH, "seconds_per_step": {}}
+
+
+# ----------------------------------------------------------- busy cores: pure functions
+PROC_STAT = """cpu  500 0 100 1000 20 0 0 0 0 0
+cpu0 300 0 50 400 10 0 0 0 0 0
+cpu1 200 0 50 600 10 0 0 5 0 0
+intr 12345
+"""
+
+
+def test_proc_stat_counts_busy_and_idle_ticks_of_the_cores_we_may_use():
+    assert T.parse_proc_stat(PROC_STAT) == (300 + 50 + 200 + 50 + 5, 410 + 610)
+    assert T.parse_proc_stat(PROC_STAT, {1}) == (255, 610)  # steal (5) counts as busy
+
+
+def sample(busy: int, idle: int, own: float, wall: float) -> T.CpuSample:
+    return T.CpuSample(busy, idle, own, wall)
+
+
+def test_others_busy_is_the_busy_share_of_the_cores_less_this_process():
+    start = sample(0, 0, 0.0, 0.0)
+    # 2 cores, 0.5 s: 75 of 100 ticks busy = 1.5 cores, of which we used 0.5 s / 0.5 s
+    assert T.others_busy(start, sample(75, 25, 0.5, 0.5), 2) == pytest.approx(0.5)
+    assert T.others_busy(start, sample(100, 0, 1.0, 0.5), 2) == 0.0  # all ours
+    assert T.others_busy(start, sample(40, 60, 0.0, 0.5), 2) == pytest.approx(0.8)
+    assert T.others_busy(start, sample(0, 0, 0.0, 0.0), 2) == 0.0  # no time passed
+
+
+@pytest.mark.parametrize(
+    "cores, others, best, expected",
+    [
+        (2, 0.0, 2, 2),  # alone: the calibrated best
+        (2, 0.3, 2, 2),  # a little background work: still both cores
+        (2, 0.6, 2, 1),  # more: one thread, which waits for no one
+        (2, 1.0, 2, 1),  # another run on one core
+        (2, 2.0, 2, 1),  # everything busy: never fewer than one
+        (2, 0.0, 1, 1),  # calibration found one thread fastest
+        (16, 0.0, 8, 8),
+        (16, 5.0, 16, 11),
+    ],
+)
+def test_the_busy_core_rule(cores, others, best, expected):
+    assert T.threads_for(cores, others, best) == expected
+
+
+def test_the_governor_lowers_at_once_and_raises_only_after_calm_samples():
+    g = T.ThreadGovernor(cores=2, best=2, start=2, raise_after=3)
+    assert g.update(1.0) == 1  # another process took a core
+    assert [g.update(0.0) for _ in range(3)] == [1, 1, 2]
+    g.update(1.0)
+    assert [g.update(x) for x in (0.0, 0.0, 0.9, 0.0, 0.0, 0.0)] == [1, 1, 1, 1, 1, 2]
+
+
+def test_the_governor_follows_the_counters_and_the_loop_applies_its_count():
+    """Counters in which another process takes a whole core: the governor's thread wants
+    one thread within a few samples, and ``adjust`` gives torch that count."""
+    clock = iter(range(10**6))
+
+    def busy_neighbour() -> T.CpuSample:  # 2 cores all busy, we use one: others = 1
+        t = next(clock)
+        return T.CpuSample(busy=2 * t, idle=0, own_seconds=0.01 * t, wall_seconds=0.01 * t)
+
+    before = torch.get_num_threads()
+    plan = T.ThreadPlan(threads=2, best=2, spin=None, line="")
+    with T.governed(plan, cores=2) as g:
+        g.stop()  # the real one samples /proc/stat; this one uses the fake counters
+        fake = T.ThreadGovernor(2, 2, 2, sample=busy_neighbour, period=0.001).start()
+        T._governor = fake
+        deadline = time.monotonic() + 5
+        while fake.wanted != 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        fake.stop()
+        assert fake.wanted == 1
+        T.adjust()
+        assert torch.get_num_threads() == 1 and fake.changes == 1
+        T.adjust()  # nothing new: no change
+        assert fake.changes == 1
+    assert T._governor is None and torch.get_num_threads() == before
+
+
+def test_the_training_loop_applies_the_governors_count_between_steps(tiny, monkeypatch):
+    from vaelab.config import TrainConfig
+    from vaelab.models import build_model
+    from vaelab.training.loop import train_epoch
+    from vaelab.training.optim import make_optimizer
+    from vaelab.training.step import TrainStep
+
+    config = TrainConfig(latent_dim=2, hidden=8, batch_size=64)
+    model = build_model("vae", input_shape=tiny.input_shape, latent_dim=2, hidden=8)
+    step = TrainStep(model, make_optimizer(model, config.lr), config, torch.device("cpu"))
+    governor = T.ThreadGovernor(cores=2, best=2, start=2)  # not started: set by hand
+    governor.wanted = 1
+    monkeypatch.setattr(T, "_governor", governor)
+    before = torch.get_num_threads()
+    try:
+        train_epoch(step, tiny.x_train.flatten(1), config, 1)
+        assert torch.get_num_threads() == 1 and governor.applied == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_resumed_run_is_planned_with_its_saved_shape(finished_cli_run):
+    from vaelab.cli.train import run_settings
+
+    settings = run_settings({"resume": str(finished_cli_run), "epochs": 3, "quiet": True})
+    assert settings["latent_dim"] == 2 and settings["hidden"] == 8 and settings["epochs"] == 3
+    assert T.step_shape(settings)["dataset"].endswith("tiny.npz")
+
+
+# ----------------------------------------------------------------------- the cache key
+def key(**changes) -> str:
+    parts = {
+        "cpu": "AMD EPYC",
+        "flags": frozenset({"avx2", "fma"}),
+        "cores": 2,
+        "torch": "2.13.0+cpu",
+        "shape": T.step_shape({}),
+    }
+    return T.cache_key(**{**parts, **changes})
+
+
+def test_the_cache_key_names_cpu_flags_cores_torch_and_model_shape():
+    assert key() == key()
+    changed = [
+        key(cpu="Intel Xeon"),
+        key(flags=frozenset({"avx2", "fma", "avx512_bf16"})),  # same name, another host
+        key(cores=16),
+        key(torch="2.14.0+cpu"),
+        key(shape=T.step_shape({"hidden": 1000})),
+        key(shape=T.step_shape({"batch_size": 128})),
+        key(shape=T.step_shape({"precision": "bf16"})),
+    ]
+    assert len({key(), *changed}) == len(changed) + 1
+
+
+def test_the_shape_fills_in_the_defaults_and_ignores_what_costs_nothing():
+    lecture = T.step_shape({})
+    assert lecture["hidden"] == 400 and lecture["batch_size"] == 256
+    assert T.step_shape({"latent_dim": 20, "hidden": 400}) == lecture
+    assert T.step_shape({"epochs": 3, "seed": 7, "lr": 0.01, "out": "x"}) == lecture
+    assert T.step_shape({"latent_dim": 2})["hidden"] == 4
+
+
+def test_a_new_calibration_method_invalidates_the_cache(monkeypatch):
+    old = key()
+    monkeypatch.setattr(T, "CALIBRATION_VERSION", T.CALIBRATION_VERSION + 1)
+    assert key() != old
+
+
+def test_the_cache_stores_reads_replaces_and_survives_damage(tmp_path):
+    path = tmp_path / "vaelab" / "threads.json"
+    assert T.cached_calibration(path, "k1") is None
+    T.store_calibration(path, "k1", MEASURED)
+    T.store_calibration(path, "k2", {**MEASURED, "threads": 1})
+    assert T.cached_calibration(path, "k1")["threads"] == 2
+    T.store_calibration(path, "k1", {**MEASURED, "spin": T.SPIN_LOW})  # --recalibrate
+    assert T.cached_calibration(path, "k1")["spin"] == T.SPIN_LOW
+    assert T.cached_calibration(path, "k2")["threads"] == 1
+    path.write_text("{not json")
+    assert T.cached_calibration(path, "k1") is None  # measured again
+    path.write_text(json.dumps({"k1": {"threads": "two"}}))
+    assert T.cached_calibration(path, "k1") is None
+
+
+# -------------------------------------------------------------------------- the plan
+class Calibrator:
+    """A stand-in for the child processes: counts calls, returns ``result``."""
+
+    def __init__(self, result: dict | None = MEASURED) -> None:
+        self.calls, self.result = 0, result
+
+    def __call__(self, settings, cores):
+        self.calls += 1
+        return self.result
+
+
+@pytest.fixture
+def two_cores(monkeypatch, tmp_path):
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    return tmp_path / "threads.json"
+
+
+def plan(cache, calibrator=None, env=None, others=0.0, settings=LECTURE, **kwargs):
+    return T.plan_threads(
+        settings, env=env or {}, calibrate=calibrator or Calibrator(), others=others,
+        cache=cache, **kwargs,
+    )  # fmt: skip
+
+
+def test_auto_calibrates_once_then_reads_the_cache(two_cores):
+    calibrator = Calibrator()
+    first = plan(two_cores, calibrator)
+    assert calibrator.calls == 1 and "calibrated now" in first.line
+    assert (first.threads, first.best, first.spin) == (2, 2, T.SPIN_HIGH)
+    again = plan(two_cores, calibrator)
+    assert calibrator.calls == 1 and "cached" in again.line
+    assert (again.threads, again.spin) == (2, T.SPIN_HIGH)
+    other_shape = plan(two_cores, calibrator, settings={**LECTURE, "hidden": 1000})
+    assert calibrator.calls == 2 and "calibrated now" in other_shape.line
+
+
+def test_recalibrate_measures_again_and_replaces_the_cached_choice(two_cores):
+    plan(two_cores, Calibrator())
+    one_thread = Calibrator({"threads": 1, "spin": T.SPIN_LOW})
+    again = plan(two_cores, one_thread, recalibrate=True)
+    assert one_thread.calls == 1 and (again.threads, again.best) == (1, None)
+    assert plan(two_cores, Calibrator()).threads == 1  # the new choice is cached
+
+
+def test_busy_cores_at_start_mean_fewer_threads_and_no_calibration(two_cores):
+    calibrator = Calibrator()
+    busy = plan(two_cores, calibrator, others=1.7)
+    assert calibrator.calls == 0 and "not calibrated: 1.7 cores busy" in busy.line
+    assert (busy.threads, busy.best, busy.spin) == (1, 2, T.SPIN_LOW)  # the safe spin
+    plan(two_cores, calibrator)  # later, on a quiet machine
+    cached = plan(two_cores, calibrator, others=1.0)
+    assert calibrator.calls == 1 and (cached.threads, cached.best) == (1, 2)
+
+
+def test_short_runs_and_failed_calibrations_use_the_safe_defaults(two_cores):
+    calibrator = Calibrator()
+    short = plan(two_cores, calibrator, settings={"dataset": "mnist", "limit": 1000})
+    assert calibrator.calls == 0 and "short run" in short.line
+    assert (short.threads, short.spin) == (2, T.SPIN_LOW)
+    failed = plan(two_cores, Calibrator(None))
+    assert (failed.threads, failed.spin) == (2, T.SPIN_LOW)
+    assert not two_cores.exists()  # nothing cached: measured next time
+
+
+def test_a_run_on_a_gpu_keeps_torchs_default_threads_and_is_cached(two_cores):
+    gpu = Calibrator({"device": "cuda", "threads": 2, "spin": T.SPIN_LOW})
+    for _ in range(2):
+        on_gpu = plan(two_cores, gpu)
+        assert (on_gpu.threads, on_gpu.best) == (None, None) and "GPU" in on_gpu.line
+    assert gpu.calls == 1
+
+
+def test_an_explicit_environment_wins(two_cores):
+    never = Calibrator()
+    fixed = plan(two_cores, never, env={"OMP_NUM_THREADS": "1"}, threads=2)
+    assert (fixed.threads, fixed.best) == (None, None) and "--threads 2 ignored" in fixed.line
+    spin = plan(two_cores, Calibrator(), env={"GOMP_SPINCOUNT": "50000"})
+    assert spin.spin is None and spin.threads == 2 and "GOMP_SPINCOUNT=50000" in spin.line
+    env = {"GOMP_SPINCOUNT": "50000"}
+    T.set_spin(spin, env)
+    assert env == {"GOMP_SPINCOUNT": "50000"}
+    policy = plan(two_cores, never, env={"OMP_WAIT_POLICY": "passive"})
+    assert policy.spin is None and "cached" in policy.line  # the threads calibrated above
+    off = plan(two_cores, never, env={T.AUTO_ENV: "0"})
+    assert (off.threads, off.best, off.spin) == (None, None, T.SPIN_LOW)
+    assert never.calls == 0
+
+
+def test_threads_n_fixes_the_count_without_calibrating(two_cores):
+    never = Calibrator()
+    fixed = plan(two_cores, never, threads=3)
+    assert (fixed.threads, fixed.best, fixed.spin) == (3, None, T.SPIN_LOW)
+    assert never.calls == 0
+
+
+@pytest.mark.parametrize("kwargs, env", [({"threads": 2}, {}), ({}, {"OMP_NUM_THREADS": "2"})])
+def test_recalibrate_with_fixed_threads_is_an_error(two_cores, kwargs, env):
+    with pytest.raises(VaelabError, match="--recalibrate"):
+        plan(two_cores, env=env, recalibrate=True, **kwargs)
+
+
+def test_the_calibration_choice_prefers_fewer_threads_and_the_short_spin():
+    assert C.candidates(2) == [(1, T.SPIN_LOW), (2, T.SPIN_LOW), (2, T.SPIN_HIGH)]
+    assert len(C.candidates(16)) == 1 + 2 * 4
+    assert C.choose({(1, 1000): 1.0, (2, 1000): 0.7, (4, 1000): 0.69}) == (2, 1000)
+
+
+# ------------------------------------------------------------------- the command line
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
+def test_bad_threads_exit_2(capsys, value):
+    code, _, err = call_cli(capsys, "train", "--threads", value)
+    assert_one_line_error(code, err, match="--threads")
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--threads", "2", "--recalibrate"], "--recalibrate"),
+        (["--nproc", "2", "--threads", "1"], "--threads applies to one process"),
+    ],
+)
+def test_thread_flags_that_cannot_apply_exit_2(capsys, args, match):
+    code, _, err = call_cli(capsys, "train", "--epochs", "1", *args)
+    assert_one_line_error(code, err, match=match)
+
+
+def tiny_train(tiny_npz, out, *args: str) -> list[str]:
+    return ["train", "--dataset", str(tiny_npz), "--epochs", "1", "--latent-dim", "2",
+            "--hidden", "8", "--out", str(out), *args]  # fmt: skip
+
+
+def test_threads_n_trains_with_n_threads(capsys, monkeypatch, tmp_path, tiny_npz):
+    counts = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (counts.append(n), real(n)))
+    before = torch.get_num_threads()
+    code, out, err = call_cli(capsys, *tiny_train(tiny_npz, tmp_path / "run", "--threads", "1"))
+    assert code == 0, err
+    assert "threads: 1 (--threads)" in out
+    assert counts == [1, before] and torch.get_num_threads() == before  # set, then restored
+
+
+@pytest.mark.parametrize("flags, noted", [({"avx2"}, True), ({"avx2", "avx512_bf16"}, False)])
+def test_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(
+    capsys, monkeypatch, tmp_path, tiny_npz, flags, noted
+):
+    monkeypatch.setattr(T, "cpu_description", lambda: ("Some CPU", frozenset(flags)))
+    argv = tiny_train(tiny_npz, tmp_path / "run", "--precision", "bf16", "--device", "cpu")
+    code, _, err = call_cli(capsys, *argv, "--quiet")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "bfloat16" in line]
+    assert len(notes) == (1 if noted else 0), err
+    if noted:
+        assert "no native bfloat16" in notes[0] and "slower" in notes[0]
+
+
+def test_recalibrate_runs_the_real_step_in_child_processes(capsys, monkeypatch, tmp_path, tiny_npz):
+    """The real calibration (two child processes timing the tiny model's step), cached in
+    the user cache; the next run reads it and starts no child."""
+    monkeypatch.delenv(T.AUTO_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = call_cli(capsys, *tiny_train(tiny_npz, tmp_path / "a", "--recalibrate"))
+    assert code == 0, err
+    assert "calibrating threads" in err and "calibrated now" in out
+    (entry,) = json.loads((tmp_path / "cache" / "vaelab" / "threads.json").read_text()).values()
+    assert entry["threads"] in C.thread_counts(T.available_cores())
+    assert entry["spin"] in (T.SPIN_LOW, T.SPIN_HIGH) and entry["seconds_per_step"]
+
+    def no_child(*_args):
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr(C, "calibrate", no_child)
+    code, out, err = call_cli(capsys, *tiny_train(tiny_npz, tmp_path / "b"))
+    assert code == 0, err
+    assert "calibrated, cached" in out and f"best {entry['threads']}" in out
+
+
+def test_the_command_sets_the_cached_spin_before_torch_loads(tmp_path):
+    """A fresh process: the cached choice's spin is in the environment when torch loads
+    (the command then fails at once: the run to resume does not exist)."""
+    cache = tmp_path / "cache"
+    cpu, flags = T.cpu_description()
+    key = T.cache_key(cpu, flags, T.available_cores(), T.torch_version(), T.step_shape({}))
+    T.store_calibration(cache / "vaelab" / "threads.json", key, {"threads": 1, "spin": 300000})
+    code = (
+        "import os, sys, vaelab.cli\n"
+        "assert vaelab.cli.main(['train', '--resume', sys.argv[1]]) == 2\n"
+        "assert 'torch' in sys.modules\n"
+        "print(os.environ['GOMP_SPINCOUNT'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in (*T.WAIT_ENV, T.AUTO_ENV)}
+    env["XDG_CACHE_HOME"] = str(cache)
+    argv = [sys.executable, "-c", code, str(tmp_path / "no-run")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "calibrated, cached" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "300000"
