@@ -19,6 +19,7 @@ MODULES = {
     "vaelab.data.sources": 2,
     "vaelab.viz.analysis": 4,
     "vaelab.viz.plots": 1,
+    "vaelab.models.priors": 3,
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

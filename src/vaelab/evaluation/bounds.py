@@ -161,7 +161,8 @@ def iwae_estimate(
 
     Returns float64 tensors on the CPU: ``nll_iwae`` (N,), ``recon`` (N,) (the mean over
     the K samples of -log p(x|z_k)), ``kl`` (N,) and ``kl_per_dim`` (N, d) (the model's
-    closed-form KL) and ``mu``, ``logvar`` (N, d). Memory holds ``batch_size *
+    closed-form KL; against a learned prior, ``kl`` is the mean of log q(z_k|x) -
+    log p(z_k) over the K samples and ``kl_per_dim`` is NaN, not defined) and ``mu``, ``logvar`` (N, d). Memory holds ``batch_size *
     sample_chunk`` decoder rows at a time."""
     if not model.stochastic:
         raise VaelabError("a plain autoencoder has no q(z|x): the IWAE bound is not defined")
@@ -181,19 +182,26 @@ def iwae_estimate(
         yb = None if labels is None else labels[start : start + batch_size].to(dev)
         posterior = mu, logvar = model.posterior(xb, yb)  # (B, d) each
         lse, rec = [], torch.zeros(len(xb), dtype=torch.float64, device=dev)
+        sampled_kl = torch.zeros_like(rec)
         for s0 in range(0, k, sample_chunk):
             s = min(sample_chunk, k - s0)
             parts = log_weights(model, xb, posterior, s, generator, labels=yb)
             log_w = parts.log_px_given_z + parts.log_pz - parts.log_qz  # (S, B)
             lse.append(torch.logsumexp(log_w.double(), dim=0))
             rec -= parts.log_px_given_z.double().sum(0)
+            sampled_kl += (parts.log_qz - parts.log_pz).double().sum(0)
         log_px_hat = torch.logsumexp(torch.stack(lse), dim=0) - math.log(k)  # (B,)
-        kl_dims = model.kl_per_dim(mu, logvar).double()
+        if model.closed_form_kl:
+            kl_dims = model.kl_per_dim(mu, logvar).double()
+            kl = kl_dims.sum(1)
+        else:  # a learned prior: the K-sample estimate; no per-dimension terms (NaN)
+            kl = sampled_kl / k
+            kl_dims = torch.full(mu.shape, math.nan, dtype=torch.float64, device=dev)
         _release_freed_memory()
         for name, value in (
             ("nll_iwae", -log_px_hat),
             ("recon", rec / k),
-            ("kl", kl_dims.sum(1)),
+            ("kl", kl),
             ("kl_per_dim", kl_dims),
             ("mu", mu.double()),
             ("logvar", logvar.double()),
