@@ -250,6 +250,28 @@ def test_the_report_and_the_explorer_sample_the_learned_prior(vamp_run, mnist, t
     assert info["prior_mean"] == pytest.approx(run.model.prior_mean().tolist())
 
 
+def test_the_live_panels_random_z_is_a_draw_of_the_learned_prior(browser, vamp_run, tmp_path):
+    from test_report_live import TOLERANCE, Panel, python_decode
+    from vaelab.viz import live
+    from vaelab.viz.report import page
+
+    run = load_run(vamp_run)
+    path = tmp_path / "live.html"
+    path.write_text(page("live", [("live", "Live", live.section(run))]))
+    panel = Panel(browser, path)
+    start = panel.z()  # the centre: the prior's mean
+    assert start == pytest.approx(run.model.prior_mean().tolist(), abs=1e-6)
+    drawn = live.decoder_payload(run)[0]["prior_samples"]
+    panel.page.click("#live-random")
+    panel.page.wait_for_function("(s) => window.vaelabLive.z.some((v, j) => v !== s[j])", arg=start)
+    panel.page.wait_for_timeout(100)
+    z = panel.z()
+    assert z in drawn
+    np.testing.assert_allclose(panel.pixels(), python_decode(vamp_run, z), atol=TOLERANCE)
+    assert panel.errors == [] and panel.foreign == []
+    panel.context.close()
+
+
 def test_standard_runs_keep_no_prior_samples_in_the_payload(tmp_path):
     from vaelab.viz import live
 

@@ -161,7 +161,8 @@ class TrainConfig:
         "standard",
         MODEL,
         "gradient of --objective iwae: standard, or dreg, the doubly reparameterised "
-        "estimator (same loss, less noisy encoder gradient) (default {default})",
+        "estimator (same loss, no score-function term in the encoder gradient) "
+        "(default {default})",
         choices=ESTIMATOR_CHOICES,
     )
     prior: str = setting(  # vaelab.models.priors
