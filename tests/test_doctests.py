@@ -21,6 +21,7 @@ MODULES = {
     "vaelab.viz.plots": 1,
     "vaelab.training.threads": 2,
     "vaelab.training.calibrate": 2,
+    "vaelab.models.priors": 3,
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -24,6 +24,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("fp32", "bf16")
 BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
+ESTIMATOR_CHOICES = ("standard", "dreg")  # the gradient of --objective iwae
+PRIOR_CHOICES = ("standard", "mog", "vamp")  # p(z): N(0, I) or a learned one
 CONDITION_CHOICES = ("none", "label")
 # the MLP's nonlinearity (--activation); vaelab.models.vae.ACTIVATIONS maps each to its layer
 ACTIVATION_CHOICES = ("relu", "tanh", "softplus", "elu", "gelu")
@@ -190,6 +192,29 @@ class TrainConfig:
         MODEL,
         f"importance samples of --objective iwae (default {DEFAULT_IW_K}; K=1 is the ELBO)",
         metavar="K",
+    )
+    # -- the gradient estimator of the IWAE bound and the prior p(z) (issue 16, part B);
+    # checked by _validate_prior_and_estimator
+    estimator: str = setting(  # dreg: Tucker, Lawson, Gu & Maddison 2018 (objectives.py)
+        "standard",
+        MODEL,
+        "gradient of --objective iwae: standard, or dreg, the doubly reparameterised "
+        "estimator (same loss, no score-function term in the encoder gradient) "
+        "(default {default})",
+        choices=ESTIMATOR_CHOICES,
+    )
+    prior: str = setting(  # vaelab.models.priors
+        "standard",
+        MODEL,
+        "p(z): standard N(0, I), mog (a learned mixture of --prior-components Gaussians) "
+        "or vamp (the VampPrior of --pseudo-inputs learned inputs) (default {default})",
+        choices=PRIOR_CHOICES,
+    )
+    pseudo_inputs: int | None = setting(
+        None, MODEL, "learned pseudo-inputs of --prior vamp (the paper uses 500)", metavar="K"
+    )
+    prior_components: int | None = setting(
+        None, MODEL, "Gaussians in the mixture of --prior mog", metavar="K"
     )
     condition: str | None = setting(  # None = "none"; label: a conditional VAE (Sohn et al.)
         None,
@@ -397,6 +422,51 @@ class TrainConfig:
             raise SettingError(
                 "{kl_warmup} must be a number of epochs >= 0, got {value!r}", value=self.kl_warmup
             )
+        self._validate_prior_and_estimator(MODELS[self.model].model_cls)
+
+    def _validate_prior_and_estimator(self, model_cls: type) -> None:
+        """--prior and its size, --estimator (issue 16, part B)."""
+        import inspect
+
+        check_choice("prior", self.prior, PRIOR_CHOICES)
+        check_choice("estimator", self.estimator, ESTIMATOR_CHOICES)
+        sizes = (
+            ("pseudo_inputs", "vamp", "learned pseudo-inputs (e.g. 500)"),
+            ("prior_components", "mog", "Gaussians"),
+        )
+        for name, kind, what in sizes:
+            value = getattr(self, name)
+            if value is None and self.prior == kind:
+                raise SettingError(f"{{prior}} {kind} needs {{{name}}} K, the number of its {what}")
+            if value is not None and self.prior != kind:
+                raise SettingError(f"{{{name}}} applies to {{prior}} {kind} only")
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise SettingError(
+                    f"{{{name}}} must be a positive integer, got {{value!r}}", value=value
+                )
+        if self.prior != "standard" and not model_cls.stochastic:
+            raise SettingError(
+                "{prior} " + self.prior + " needs a model with a posterior; {value!r} is a "
+                "plain autoencoder",
+                value=self.model,
+            )
+        if self.prior == "vamp" and self.condition == "label":
+            raise SettingError(
+                "{prior} vamp cannot be used with {condition} label: its pseudo-inputs "
+                "have no label for the encoder"
+            )
+        if self.estimator == "dreg":
+            if self.objective != "iwae":
+                raise SettingError(
+                    "{estimator} dreg is a gradient of the IWAE bound: it needs {objective} iwae"
+                )
+            takes = inspect.signature(model_cls.log_weights).parameters
+            if "detach_posterior" not in takes:
+                raise SettingError(
+                    "{estimator} dreg needs log q(z|x) at stopped posterior parameters, "
+                    "which model {value!r} does not provide; use {estimator} standard",
+                    value=self.model,
+                )
 
     def _validate_architecture(self) -> None:
         """Hidden sizes, activation, z1_dim: valid, and only for a model that takes them

@@ -8,6 +8,9 @@
 - ``iwae_terms``: the negative importance-weighted bound with K samples (Burda, Grosse &
   Salakhutdinov 2015, https://arxiv.org/abs/1509.00519); K = 1 is the ELBO with a sampled
   KL.
+- ``iwae_dreg_terms``: the same -L_K, with the doubly reparameterised gradient (DReG;
+  Tucker, Lawson, Gu & Maddison 2018, "Doubly Reparameterized Gradient Estimators for
+  Monte Carlo Objectives", https://arxiv.org/abs/1810.04152), ``--estimator dreg``.
 
 Each model supplies -log p(x|z), the KL and the importance weights' parts, so these
 functions never change when a model, a prior or a likelihood is added. The trainer calls
@@ -17,9 +20,11 @@ model (q(z|x, y), p(x|z, y)) and are None for the others.
 
 from __future__ import annotations
 
+import torch
 from torch import Generator, Tensor
 
 from vaelab.config import TrainConfig
+from vaelab.errors import SettingError
 from vaelab.losses import LossTerms, iwae_bound
 from vaelab.models.base import LatentModel, LogWeights
 
@@ -73,12 +78,58 @@ def iwae_terms(
     posterior = _float32(*model.posterior(x, labels))  # (B, d) each
     parts = log_weights(model, x, posterior, k, labels=labels)  # (K, B) each
     log_w = parts.log_px_given_z + weight * (parts.log_pz - parts.log_qz)
-    recon = -parts.log_px_given_z.mean(0)
-    if model.stochastic_layers == 1:
-        kl = model.kl(*posterior)
-    else:  # kl() knows the top latent only
-        kl = (parts.log_qz - parts.log_pz).mean(0)
-    return LossTerms(-iwae_bound(log_w), recon, kl)
+    return LossTerms(
+        -iwae_bound(log_w), -parts.log_px_given_z.mean(0), _kl(model, posterior, parts)
+    )
+
+
+def iwae_dreg_terms(
+    model: LatentModel,
+    x: Tensor,
+    k: int,
+    weight: float | Tensor = 1.0,
+    labels: Tensor | None = None,
+) -> LossTerms:
+    """``iwae_terms``' -L_K (the same value, the same ``recon`` and ``kl``) as a surrogate
+    whose gradient is DReG (Tucker et al. 2018, eq. 7): with w~_k = w_k / sum_j w_j,
+
+        encoder phi:          sum_k w~_k^2 (d log w_k / d z_k) (d z_k / d phi)
+        decoder, prior theta: sum_k w~_k (d log w_k / d theta)
+
+    instead of the standard estimator's sum_k w~_k (d log w_k / d phi), whose score term
+    -w~_k d log q(z_k|x) / d phi is noisy and, as K grows, drowns the signal (Rainforth et
+    al. 2018). How: log q(z|x) is evaluated with mu and logvar stopped
+    (``log_weights(..., detach_posterior=True)``), so the encoder's gradient flows only
+    through the samples z_k, and a hook multiplies the gradient arriving at z_k by
+    ((1 - weight) + weight * w~_k): at weight 1 that turns w~_k into w~_k^2. The general
+    factor keeps the estimator unbiased under a KL weight (``kl_weight``): the score term
+    it replaces is weight * w~_k d log q / d phi. A learned prior's own parameters (the
+    VampPrior's pseudo-inputs, read through the encoder) enter log w_k directly, not
+    through z_k, so they keep w~_k, as the decoder does."""
+    posterior = _float32(*model.posterior(x, labels))  # (B, d) each
+    parts = log_weights(model, x, posterior, k, labels=labels, detach_posterior=True)
+    if parts.z is None:
+        raise SettingError(
+            "{estimator} dreg needs the importance samples z from log_weights; this model "
+            "does not return them"
+        )
+    log_w = parts.log_px_given_z + weight * (parts.log_pz - parts.log_qz)  # (K, B)
+    if parts.z.requires_grad:
+        normalised = torch.softmax(log_w.detach(), dim=0)  # w~_k, (K, B)
+        path_scale = ((1 - weight) + weight * normalised).unsqueeze(-1)  # (K, B, 1)
+        parts.z.register_hook(lambda grad: grad * path_scale)
+    return LossTerms(
+        -iwae_bound(log_w), -parts.log_px_given_z.mean(0), _kl(model, posterior, parts)
+    )
+
+
+def _kl(model: LatentModel, posterior: tuple[Tensor, Tensor], parts: LogWeights) -> Tensor:
+    """The KL an IWAE step reports: the model's (closed form against N(0, I)); against a
+    learned prior, the mean of log q(z_k|x) - log p(z_k) over the K samples already drawn
+    (no extra pass through the VampPrior's pseudo-inputs)."""
+    if model.closed_form_kl and model.stochastic_layers == 1:
+        return model.kl(*posterior)
+    return (parts.log_qz - parts.log_pz).mean(0).detach()
 
 
 def objective_terms(
@@ -90,6 +141,8 @@ def objective_terms(
 ) -> LossTerms:
     """Per-example loss terms of the run's objective (``config.objective``) for a batch
     ``x`` (with its ``labels`` for a conditional model), with KL weight ``weight``."""
+    if config.objective == "iwae" and getattr(config, "estimator", "standard") == "dreg":
+        return iwae_dreg_terms(model, x, config.iw_k, weight, labels)
     if config.objective == "iwae":
         return iwae_terms(model, x, config.iw_k, weight, labels)
     return elbo_terms(model, x, weight, labels)
@@ -102,12 +155,15 @@ def log_weights(
     samples: int,
     generator: Generator | None = None,
     labels: Tensor | None = None,
+    detach_posterior: bool = False,
 ) -> LogWeights:
-    """``model.log_weights``, given the labels only when there are some: a model that
-    overrides it without a label input keeps working."""
+    """``model.log_weights``, given the labels only when there are some and
+    ``detach_posterior`` only when asked for: a model that overrides it without a label
+    input (or without the DReG keyword) keeps working."""
+    extra = {"detach_posterior": True} if detach_posterior else {}
     if labels is None:
-        return model.log_weights(x, posterior, samples, generator)
-    return model.log_weights(x, posterior, samples, generator, labels=labels)
+        return model.log_weights(x, posterior, samples, generator, **extra)
+    return model.log_weights(x, posterior, samples, generator, labels=labels, **extra)
 
 
 def kl_weight(config: TrainConfig, epoch: int, fraction: float = 0.0) -> float:

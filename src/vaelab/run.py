@@ -204,11 +204,15 @@ def _model_settings(name: str, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _decoder_settings(ckpt: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
-    """The checkpoint's model settings and the run's p(x|z) (likelihood, Gaussian scale)."""
+    """The checkpoint's model settings, the run's p(x|z) (likelihood, Gaussian scale) and
+    its p(z) (a learned prior's kind and size; its values are in the weights)."""
     return {
         **ckpt["model_config"],
         "likelihood": config.likelihood,
         "gaussian_sigma": config.gaussian_sigma,
+        "prior": config.prior,
+        "pseudo_inputs": config.pseudo_inputs,
+        "prior_components": config.prior_components,
     }
 
 

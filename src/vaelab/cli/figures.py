@@ -124,7 +124,7 @@ def _common(p: argparse.ArgumentParser, out_help: str = "folder for the PNGs") -
 
 
 def register(command) -> None:
-    p = command("sample", cmd_sample, "decode z ~ N(0, I) into a grid of prior samples")
+    p = command("sample", cmd_sample, "decode z ~ p(z), the run's prior, into a grid of samples")
     _common(p)
     p.add_argument(
         "--n", type=int, default=None, help="how many samples (default 64; 10 per row with all)"

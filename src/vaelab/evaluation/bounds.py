@@ -161,7 +161,9 @@ def iwae_estimate(
 
     Returns float64 tensors on the CPU: ``nll_iwae`` (N,), ``recon`` (N,) (the mean over
     the K samples of -log p(x|z_k)), ``kl`` (N,) and ``kl_per_dim`` (N, d) (the model's
-    closed-form KL) and ``mu``, ``logvar`` (N, d). A model with several stochastic layers
+    closed-form KL; against a learned prior, ``kl`` is the mean of log q(z_k|x) -
+    log p(z_k) over the K samples and ``kl_per_dim`` is NaN, not defined) and ``mu``,
+    ``logvar`` (N, d). A model with several stochastic layers
     has ``kl`` = the mean over the K samples of log q - log p (so recon + kl is its
     sampled -ELBO) and ``kl_per_dim``, ``mu``, ``logvar`` of its top latent. Memory holds
     ``batch_size * sample_chunk`` decoder rows at a time."""
@@ -192,12 +194,20 @@ def iwae_estimate(
             rec -= parts.log_px_given_z.double().sum(0)
             sampled_kl += (parts.log_qz - parts.log_pz).double().sum(0)
         log_px_hat = torch.logsumexp(torch.stack(lse), dim=0) - math.log(k)  # (B,)
-        kl_dims = model.kl_per_dim(mu, logvar).double()
+        if model.closed_form_kl and model.stochastic_layers == 1:
+            kl_dims = model.kl_per_dim(mu, logvar).double()
+            kl = kl_dims.sum(1)
+        elif model.closed_form_kl:  # the top latent's terms; kl() knows no lower layer
+            kl_dims = model.kl_per_dim(mu, logvar).double()
+            kl = sampled_kl / k
+        else:  # a learned prior: the K-sample estimate; no per-dimension terms (NaN)
+            kl = sampled_kl / k
+            kl_dims = torch.full(mu.shape, math.nan, dtype=torch.float64, device=dev)
         _release_freed_memory()
         for name, value in (
             ("nll_iwae", -log_px_hat),
             ("recon", rec / k),
-            ("kl", kl_dims.sum(1) if model.stochastic_layers == 1 else sampled_kl / k),
+            ("kl", kl),
             ("kl_per_dim", kl_dims),
             ("mu", mu.double()),
             ("logvar", logvar.double()),

@@ -9,7 +9,8 @@ and combined with logsumexp, so memory is bounded for any K and the time is line
 and in the number of images.
 
 The bounds, image by image, are ``vaelab.evaluation.bounds``; this module scores a run
-with them and writes RUN/eval.json. Sample quality: N prior samples z ~ N(0, I), decoded to pixel means and scored by the
+with them and writes RUN/eval.json. Sample quality: N prior samples z ~ p(z) (the run's
+own prior: N(0, I), or a learned one), decoded to pixel means and scored by the
 dataset's classifier (``vaelab.evaluation.classifier``): mean max-softmax confidence, the fraction
 scored >= 0.9, the entropy of the predicted-class histogram, and the Fréchet distance
 between classifier features of samples and of test images (Heusel et al. 2017).
@@ -136,7 +137,10 @@ def likelihood_fields(
             "kl": float(t["kl"].mean()),
             "nll_iwae": float(t["nll_iwae"].mean()),
             "nll_iwae_se": _se(t["nll_iwae"]),
-            "kl_per_dim": [round(float(v), 6) for v in t["kl_per_dim"].mean(0)],
+            # None against a learned prior: a mixture does not factorise over dimensions
+            "kl_per_dim": [round(float(v), 6) for v in t["kl_per_dim"].mean(0)]
+            if model.closed_form_kl
+            else None,
         }
     else:
         t = autoencoder_terms(model, x, labels=labels)
@@ -241,6 +245,7 @@ def _evaluate(
         "binary_data": binary,
         "likelihood": likelihood,
         "beta": run.config.beta,
+        "prior": run.config.prior,  # the p(z) of log p(z), the KL and the sample scores
         "iw_samples": iw_samples if stochastic else None,
     }
     result.update(

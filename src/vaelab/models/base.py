@@ -34,16 +34,28 @@ and inherits, for a diagonal-Gaussian posterior and the prior p(z) = N(0, I):
 
 Every method that decodes or encodes takes ``labels=None`` as well.
 
-A model whose prior is not N(0, I) overrides ``sample_prior``, ``prior_mean``,
-``log_prior`` and ``kl`` (e.g. with the sampled log q(z|x) - log p(z) where no closed form
-exists). One with more stochastic layers (``stochastic_layers`` > 1, e.g.
-``vaelab.models.vae_2l``) overrides ``log_weights`` (every layer's densities) and
-``own_negative_elbo`` (its ELBO), and exposes its top latent through ``encode`` and
-``decode_logits`` for the figures; its ``kl(mu, logvar)`` is the top latent's only, so the
-bounds report the sampled log q - log p as its KL instead.
-
     init_output_bias(pixel_mean)    start the logits at the data's mean image (``vaelab
                                     train --output-bias-init``, Burda et al.'s code)
+
+The prior is pluggable: ``build_model`` (``--prior mog|vamp``) attaches a learned prior
+module from ``vaelab.models.priors`` as ``self.prior`` (``learned_prior``), and the prior
+methods above delegate to it: ``sample_prior``, ``prior_mean`` (the mixture's mean
+sum_k pi_k m_k), ``log_prior`` (the mixture's density) and ``kl``, which has no closed form
+against a mixture and is the one-sample estimate log q(z|x) - log p(z) at the z the
+decoder saw (``closed_form_kl`` is False). ``kl_per_dim`` is not defined for such a prior
+(a mixture does not factorise over the dimensions) and raises; the figures then rank the
+dimensions by the variance of the posterior means instead. With no prior module the
+lecture's N(0, I) closed forms run, bit for bit as before. A model whose own prior is not
+N(0, I) may instead override ``sample_prior``, ``prior_mean``, ``log_prior`` and ``kl``.
+
+One with more stochastic layers (``stochastic_layers`` > 1, e.g.
+``vaelab.models.vae_2l``) overrides ``log_weights`` (every layer's densities, with
+``log_prior`` for its top latent) and ``own_negative_elbo`` (its ELBO), and exposes its
+top latent through ``encode`` and ``decode_logits`` for the figures; its ``kl(mu,
+logvar)`` is the top latent's only, so the bounds report the sampled log q - log p as its
+KL instead. ``log_weights(..., detach_posterior=True)`` is what the DReG estimator needs
+(``vaelab.objectives.iwae_dreg_terms``); an override without that keyword makes
+``--estimator dreg`` a setting error for its model.
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ from vaelab.losses import (
     log_standard_normal,
     reparameterize,
 )
+from vaelab.models.priors import Mixture, mixture_log_density, mixture_mean, sample_mixture
 
 # exp(LOGVAR_MAX) = 4.9e8 and exp(LOGVAR_MIN) = 9e-14 stay finite in float32 and bfloat16.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
@@ -72,11 +85,14 @@ LOG_SIGMA_MIN = math.log(1e-3)  # a learned Gaussian scale stops here, not at 0 
 
 class LogWeights(NamedTuple):
     """The parts of S importance weights per example, each (S, B):
-    log w = log p(x|z) + log p(z) - log q(z|x), z ~ q(z|x)."""
+    log w = log p(x|z) + log p(z) - log q(z|x), z ~ q(z|x); and ``z`` (S, B, d), the
+    samples themselves, where the model gives them (the DReG estimator hooks their
+    gradient)."""
 
     log_px_given_z: Tensor
     log_pz: Tensor
     log_qz: Tensor
+    z: Tensor | None = None
 
 
 class LatentModel(nn.Module):
@@ -138,19 +154,53 @@ class LatentModel(nn.Module):
         return h if one_hot is None else torch.cat([h, one_hot], dim=1)
 
     # ------------------------------------------------------------------ the prior p(z)
+    @property
+    def learned_prior(self) -> nn.Module | None:
+        """The learned prior module (``vaelab.models.priors``: ``--prior mog`` or
+        ``vamp``), registered as ``self.prior`` by ``build_model``; None for N(0, I)."""
+        return self._modules.get("prior")
+
+    @property
+    def closed_form_kl(self) -> bool:
+        """True when the KL against the prior has a closed form (and one term per
+        dimension): the lecture's N(0, I). False for a learned mixture prior."""
+        return self.learned_prior is None
+
+    def prior_mixture(self) -> Mixture:
+        """The learned prior's components (means, log-variances, log-weights); the
+        VampPrior's come from this model's encoder at its pseudo-inputs."""
+        prior = self.learned_prior
+        if prior is None:
+            raise VaelabError("this model's prior is N(0, I), not a mixture")
+        return prior.mixture(self.encode)
+
     def sample_prior(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> Tensor:
-        """n latents z = T * eps, eps ~ N(0, I): (n, d) on the CPU (T = ``temperature``)."""
-        return temperature * torch.randn(n, self.latent_dim, generator=generator)
+        """n latents z ~ p(z), (n, d) on the CPU, at temperature T: z = T * eps, eps ~
+        N(0, I) for N(0, I); for a mixture, a component, then its mean + T * its noise
+        (``vaelab.models.priors.sample_mixture``)."""
+        if self.learned_prior is None:
+            return temperature * torch.randn(n, self.latent_dim, generator=generator)
+        with torch.no_grad():
+            mixture = self.prior_mixture()
+        return sample_mixture(n, mixture, generator, temperature)
 
     def prior_mean(self) -> Tensor:
-        """E[z] under p(z), (d,) on the CPU: zeros for N(0, I)."""
-        return torch.zeros(self.latent_dim)
+        """E[z] under p(z), (d,) on the CPU: zeros for N(0, I); a mixture's mean
+        sum_k pi_k m_k (the base code of traversals and the live panel's centre; with
+        well-separated components it may itself decode to no digit)."""
+        if self.learned_prior is None:
+            return torch.zeros(self.latent_dim)
+        with torch.no_grad():
+            return mixture_mean(self.prior_mixture()).float().cpu()
 
     def log_prior(self, z: Tensor) -> Tensor:
-        """log p(z) = log N(z; 0, I), summed over the last dimension."""
-        return log_standard_normal(z)
+        """log p(z), summed over the last dimension: log N(z; 0, I), or the learned
+        mixture's log-density (``vaelab.models.priors.mixture_log_density``)."""
+        if self.learned_prior is None:
+            return log_standard_normal(z)
+        return mixture_log_density(z, self.prior_mixture())
 
     # ------------------------------------------------------------- the posterior q(z|x)
     def reparameterize(self, mu: Tensor, logvar: Tensor | None) -> Tensor:
@@ -166,14 +216,28 @@ class LatentModel(nn.Module):
 
     def kl(self, mu: Tensor, logvar: Tensor | None, z: Tensor | None = None) -> Tensor:
         """KL(q(z|x) || p(z)) per example, (B,): closed form for N(0, I); 0 for a plain
-        autoencoder. ``z``, the sample the decoder saw, is for priors without a closed
-        form, which estimate log q(z|x) - log p(z) there."""
+        autoencoder. A learned prior has no closed form: the one-sample estimate
+        log q(z|x) - log p(z) at ``z``, the sample the decoder saw while training; with
+        no ``z``, or in eval mode (where the decoder sees z = mu, not a draw from q), at a
+        fresh draw z ~ q(z|x)."""
         if logvar is None:
             return torch.zeros(mu.shape[0], dtype=mu.dtype, device=mu.device)
-        return self.kl_per_dim(mu, logvar).sum(dim=-1)
+        if self.closed_form_kl:
+            return self.kl_per_dim(mu, logvar).sum(dim=-1)
+        if z is None or not self.training:
+            z = reparameterize(mu, logvar)
+        return self.log_posterior(z, mu, logvar) - self.log_prior(z)
 
     def kl_per_dim(self, mu: Tensor, logvar: Tensor) -> Tensor:
-        """The KL's term of each latent dimension, (B, d): closed form against N(0, I)."""
+        """The KL's term of each latent dimension, (B, d): closed form against N(0, I).
+        Not defined against a learned mixture prior, which does not factorise over the
+        dimensions: a VaelabError (check ``closed_form_kl`` first)."""
+        if not self.closed_form_kl:
+            raise VaelabError(
+                f"KL per latent dimension is not defined for {self.learned_prior.describe()}"
+                ": a mixture does not factorise over the dimensions (the whole KL is "
+                "estimated by sampling)"
+            )
         return gaussian_kl_per_dim(mu, logvar)
 
     def log_weights(
@@ -183,10 +247,15 @@ class LatentModel(nn.Module):
         samples: int,
         generator: torch.Generator | None = None,
         labels: Tensor | None = None,
+        detach_posterior: bool = False,
     ) -> LogWeights:
         """S = ``samples`` draws z_s ~ q(z|x) for each row of ``x`` (B, ...), given its
-        ``posterior`` = ``encode(x)`` (``encode(x, labels)`` for a conditional model), and
-        the parts of their log importance weights."""
+        ``posterior`` = ``encode(x)`` (``encode(x, labels)`` for a conditional model), the
+        parts of their log importance weights, and the draws z (S, B, d).
+
+        ``detach_posterior``: log q(z|x) evaluated with the posterior's parameters
+        stopped (mu and logvar detached), so its gradient reaches the encoder only through
+        z (the path derivative). The values are the same; the DReG estimator needs it."""
         mu, logvar = posterior  # (B, d) each
         eps = torch.randn(
             (samples, *mu.shape), dtype=mu.dtype, device=mu.device, generator=generator
@@ -196,7 +265,9 @@ class LatentModel(nn.Module):
         logits = self.logits(z.flatten(0, 1), repeated)  # (S * B, D)
         targets = x.flatten(1).repeat(samples, 1)  # (S * B, D)
         log_px = -self.neg_log_likelihood(logits, targets).view(samples, -1)
-        return LogWeights(log_px, self.log_prior(z), self.log_posterior(z, mu, logvar))
+        if detach_posterior:
+            mu, logvar = mu.detach(), logvar.detach()
+        return LogWeights(log_px, self.log_prior(z), self.log_posterior(z, mu, logvar), z)
 
     # ----------------------------------------------------------------- the decoder p(x|z)
     def neg_log_likelihood(self, logits: Tensor, x: Tensor) -> Tensor:

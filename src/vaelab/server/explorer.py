@@ -206,7 +206,20 @@ class Explorer:
             "evaluation": _evaluation_numbers(run.paths.eval),
             "has_report": run.paths.report.is_file(),
             "versions": {k: v for k, v in run.meta.items() if k.endswith("version")},
+            # p(z): "standard" is N(0, I), which the page samples itself; a learned prior
+            # sends its mean and seeded draws for the page's "sample" and "reset" buttons
+            "prior": getattr(run.config, "prior", "standard"),
+            "prior_mean": [float(v) for v in run.model.prior_mean()],
+            "prior_samples": self._prior_samples(),
         }
+
+    def _prior_samples(self, n: int = 256) -> list[list[float]] | None:
+        """n seeded draws of a learned prior, rounded; None for N(0, I) (or an AE)."""
+        if not self.stochastic or self.model.learned_prior is None:
+            return None
+        with self._lock:
+            points = analysis.prior_points(self.model, n)
+        return [[round(float(v), 4) for v in row] for row in points]
 
 
 def _in_unit_range(x: np.ndarray) -> np.ndarray:

@@ -74,6 +74,26 @@ def prior_samples(
 
 
 @torch.no_grad()
+def prior_points(model: LatentModel, n: int = 2000, seed: int = 0) -> np.ndarray:
+    """n latents z ~ p(z) from the model's prior, (n, d) on the CPU (seeded): what the
+    figures draw for a learned prior, whose shape has no closed-form circles or
+    quantiles."""
+    return model.sample_prior(n, torch.Generator().manual_seed(seed)).double().numpy()
+
+
+def prior_label(model: LatentModel) -> str:
+    """How titles name the model's prior: "N(0, I)", or the learned prior's own name.
+
+    Examples:
+        >>> from vaelab.models import build_model
+        >>> prior_label(build_model("vae", latent_dim=2, hidden=4))
+        'N(0, I)'
+    """
+    prior = getattr(model, "learned_prior", None)
+    return "N(0, I)" if prior is None else prior.short_name()
+
+
+@torch.no_grad()
 def reconstruct(
     model: LatentModel, x: torch.Tensor, labels: torch.Tensor | None = None
 ) -> np.ndarray:
@@ -272,20 +292,24 @@ def check_index(i: int, n: int, flag: str) -> int:
 
 
 def kl_per_dim(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
-    """Mean over the test set of each latent dimension's KL term, (d,) in nats."""
+    """Mean over the test set of each latent dimension's KL term against N(0, I), (d,)
+    in nats."""
     per = gaussian_kl_per_dim(torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(logvar))
     return per.mean(0).numpy()
 
 
-def top_dims(latents: dict[str, np.ndarray], k: int = 2) -> tuple[list[int], str]:
+def top_dims(
+    latents: dict[str, np.ndarray], k: int = 2, by_kl: bool = True
+) -> tuple[list[int], str]:
     """The ``k`` latent dimensions that carry the most information, in index order, and
     what "most" meant: the highest mean KL for a VAE, the highest variance of the codes
-    for a plain autoencoder (which has no KL)."""
+    for a plain autoencoder (which has no KL) and for a VAE with a learned prior
+    (``by_kl=False``: its KL has no term per dimension)."""
     mu, logvar = latents["mu"], latents["logvar"]
     d = mu.shape[1]
     if d <= k:
         return list(range(d)), "all"
-    if np.isfinite(logvar).all():
+    if by_kl and np.isfinite(logvar).all():
         score, what = kl_per_dim(mu, logvar), "highest KL"
     else:
         score, what = mu.var(0), "highest variance"
@@ -301,6 +325,20 @@ def bubbles(latents: dict[str, np.ndarray], dims: list[int], n: int) -> dict[str
     logvar = latents["logvar"][:n, dims]
     sigma = np.where(np.isfinite(logvar), np.exp(0.5 * logvar), 0.0)
     return {"mu": mu, "sigma": sigma.astype(np.float32), "labels": latents["labels"][:n]}
+
+
+def prior_grid_values(samples: np.ndarray, grid: int, lo: float = 0.05, hi: float = 0.95):
+    """The manifold's cell values for a prior without a closed-form quantile (a learned
+    mixture): ``grid`` empirical quantiles of the prior's samples of one dimension,
+    evenly spaced in probability from ``lo`` to ``hi``, as ``grid_values`` are for N(0, 1).
+
+    Examples:
+        >>> prior_grid_values(np.arange(101.0), 3).round(6).tolist()  # the 5%, 50%, 95% points
+        [5.0, 50.0, 95.0]
+    """
+    if grid < 2:
+        raise SettingError("{grid} must be at least 2, got {value}", value=grid)
+    return np.quantile(np.asarray(samples, np.float64), np.linspace(lo, hi, grid))
 
 
 def grid_values(grid: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
@@ -327,10 +365,12 @@ def manifold(
     centre: np.ndarray | None = None,
     scale: np.ndarray | None = None,
     label: int | None = None,
+    axes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode a grid over two latent dimensions, the others fixed at ``centre`` (0 by
-    default); cell values are Gaussian quantiles times ``scale`` (1) plus ``centre``. A
-    conditional model decodes every cell with ``label``.
+    default); cell values are Gaussian quantiles times ``scale`` (1) plus ``centre``, or
+    ``axes`` = (values along x, values along y) as given (a learned prior's quantiles,
+    ``prior_grid_values``). A conditional model decodes every cell with ``label``.
 
     Returns ``images`` (grid * grid, D) row by row, the first row at the top (the
     highest value of the second dimension), and ``u``, ``v``: the values along x and y."""
@@ -340,6 +380,8 @@ def manifold(
     q = grid_values(grid)
     u = centre[dims[0]] + scale[dims[0]] * q  # along x
     v = centre[dims[-1]] + scale[dims[-1]] * q  # along y
+    if axes is not None:
+        u, v = (np.asarray(a, np.float64) for a in axes)
     z = np.tile(centre, (grid * grid, 1))  # (grid^2, d)
     for row, vy in enumerate(v[::-1]):
         for col, ux in enumerate(u):
@@ -359,10 +401,11 @@ INACTIVE = 0.01  # a dimension with a mean KL (an AE: a code variance) below thi
 def dimension_use(model: LatentModel, latents: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
     """How much each latent dimension is used, (d,), and in what: the mean KL of the
     model's posteriors against its own prior (``model.kl_per_dim``, nats) for a VAE, the
-    variance of the codes for a plain autoencoder (which has no KL). Below ``INACTIVE``
-    a dimension is unused."""
+    variance of the codes for a plain autoencoder (which has no KL) and of the posterior
+    means for a VAE with a learned prior (whose KL has no term per dimension; Burda et
+    al.'s active-unit statistic). Below ``INACTIVE`` a dimension is unused."""
     mu, logvar = latents["mu"], latents["logvar"]
-    if not np.isfinite(logvar).all():
+    if not np.isfinite(logvar).all() or not getattr(model, "closed_form_kl", True):
         return mu.astype(np.float64).var(0), "variance"
     with torch.no_grad():
         kl = model.kl_per_dim(torch.as_tensor(mu), torch.as_tensor(logvar))
@@ -423,7 +466,8 @@ def latent_use_by_epoch(
     mean KL of each dimension, ``active_units`` (E,) and ``mutual_information`` (E,)
     I(x; z) over the first ``points`` test posteriors (the numbers metrics.jsonl records
     each epoch; ``vaelab.evaluation.bounds.latent_usage``), ``ceiling`` log(points), and
-    ``epochs`` (E,). For a VAE only (a plain autoencoder has no KL)."""
+    ``epochs`` (E,). For a VAE with the N(0, I) prior only (a plain autoencoder has no
+    KL; a learned prior's has no term per dimension)."""
     from vaelab.evaluation.bounds import latent_usage
 
     epochs = sorted(latents)

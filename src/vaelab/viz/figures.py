@@ -72,7 +72,9 @@ def make_samples(
     temperature: float = 1.0,
     label: int | str | None = None,
 ) -> Path:
-    """Prior samples z ~ N(0, T^2 I) decoded, as a grid of n (64) (lecture section 6.2).
+    """Prior samples z ~ p(z) decoded, as a grid of n (64) (lecture section 6.2): the
+    run's own prior, N(0, T^2 I) for the lecture's VAE (a learned prior at temperature T:
+    its components' spread times T, ``LatentModel.sample_prior``).
 
     A conditional run decodes them with ``label``; with ``label`` "all" (its default) it
     draws n (10) latents and decodes each with every label, one row per class."""
@@ -93,7 +95,8 @@ def make_samples(
     return plots.plot_grid(
         images,
         model.config.input_shape,
-        f"{model_kind(run)}: z ~ N(0, I) decoded{which}{temp}, epoch {run.epoch}",
+        f"{model_kind(run)}: z ~ {analysis.prior_label(model)} decoded{which}{temp}, "
+        f"epoch {run.epoch}",
         folder / name,
         ncol=min(n, max(8, int(np.ceil(np.sqrt(n))))),
     )
@@ -108,7 +111,8 @@ def _samples_by_label(
         list(images),
         [label_name(run, k) for k in range(len(images))],
         run.model.config.input_shape,
-        f"{model_kind(run)}, β = {run.config.beta:g}: z ~ N(0, I) decoded with each label"
+        f"{model_kind(run)}, β = {run.config.beta:g}: z ~ {analysis.prior_label(run.model)} "
+        "decoded with each label"
         f"\n(rows; one z per column){temp}, epoch {run.epoch}",
         folder / f"samples{suffix}.png",
     )
@@ -264,10 +268,13 @@ def make_bubbles(
     out: Path | str | None = None,
 ) -> list[Path]:
     """Each test point's posterior mu +/- sigma as an ellipse, one panel per cached epoch,
-    and the same as an animated GIF; for d > 2 the two highest-KL dimensions."""
+    and the same as an animated GIF; for d > 2 the two highest-KL dimensions (with a
+    learned prior: the two of the most varied means). Behind them the prior: N(0, I)'s
+    1- and 2-sigma circles, or 2000 samples of a learned prior (those two coordinates)."""
     folder = output_dir(run, out)
     epochs = epochs_or_cached(run, epochs)
-    dims, what = analysis.top_dims(run.latents(max(run.cached_epochs())))
+    learned = run.model.stochastic and not run.model.closed_form_kl
+    dims, what = analysis.top_dims(run.latents(max(run.cached_epochs())), by_kl=not learned)
     if len(dims) < 2:
         raise VaelabError(f"{run.path} has a 1-D latent; bubbles need two dimensions")
     panels = [(f"epoch {e}", analysis.bubbles(run.latents(e), dims, n)) for e in epochs]
@@ -275,6 +282,9 @@ def make_bubbles(
     what_drawn = "posteriors, mu ± sigma" if stochastic else "codes (no sigma: points, not bubbles)"
     title = f"{model_kind(run)} {what_drawn} per test image{_dims_note(run, dims, what)}"
     kwargs = dict(stochastic=stochastic, class_names=class_names(run))
+    if learned:
+        kwargs["prior_points"] = analysis.prior_points(run.model)[:, dims]
+        title += f"; grey: samples of the prior at epoch {run.epoch}"
     return [
         latent_plots.plot_bubbles(panels, dims, title, folder / "bubbles.png", **kwargs),
         latent_plots.bubbles_gif(panels, dims, title, folder / "bubbles.gif", **kwargs),
@@ -286,27 +296,36 @@ def make_manifold(
 ) -> Path:
     """Decoded grid over the latent plane at Gaussian quantiles (the two highest-KL
     dimensions for d > 2, the others at 0); a conditional run decodes it with ``label``
-    (default 0)."""
+    (default 0). With a learned prior: at the 5%..95% quantiles of 2000 samples of p(z)
+    in each of the two dimensions (the two of the most varied means for d > 2), the
+    others at the prior's mean."""
     folder = output_dir(run, out)
     if label is not None or run.model.conditional:
         label = analysis.check_label(run.model, 0 if label is None else label)
     if grid > 60:
         raise VaelabError(f"--grid {grid} is too large to see; use at most 60")
     lat = run.latents(max(run.cached_epochs())) if run.cached_epochs() else None
+    learned = run.model.stochastic and not run.model.closed_form_kl
     if lat is None:
         d = run.model.latent_dim
         dims, what = list(range(min(2, d))), "first two"
     else:
-        dims, what = analysis.top_dims(lat)
-    centre = scale = None
+        dims, what = analysis.top_dims(lat, by_kl=not learned)
+    centre = scale = axes = None
     where = "cells at the 5%..95% quantiles of N(0, 1)"
     if not run.model.stochastic and lat is not None:
         centre, scale = lat["mu"].mean(0), lat["mu"].std(0)
         where = "cells at the codes' mean + N(0, 1) quantiles × their std (an AE has no prior)"
-    grid_data = analysis.manifold(run.model, dims, grid, centre, scale, label)
+    if learned:
+        points = analysis.prior_points(run.model)
+        centre = run.model.prior_mean().double().numpy()
+        axes = tuple(analysis.prior_grid_values(points[:, j], grid) for j in (dims[0], dims[-1]))
+        where = f"cells at the 5%..95% quantiles of {len(points)} samples of the learned p(z)"
+    grid_data = analysis.manifold(run.model, dims, grid, centre, scale, label, axes)
     rest = "" if label is None else f", label {label_name(run, label)}"
     if run.model.latent_dim > 2:
-        rest += ", others at 0" if centre is None else ", others at their mean"
+        others = "their mean" if centre is not None else "0"
+        rest += f", others at {'the prior mean' if learned else others}"
     return latent_plots.plot_manifold(
         grid_data["images"],
         run.model.config.input_shape,
@@ -424,6 +443,7 @@ def make_latent_use(run: Run, out: Path | str | None = None) -> Path:
     epochs = epochs_or_cached(run, None)
     if not run.model.stochastic:
         raise VaelabError(f"{run.path} is a plain autoencoder: it has no KL or posterior")
+    _check_kl_per_dim(run)
     use = analysis.latent_use_by_epoch(run.model, {e: run.latents(e) for e in epochs})
     last = use["kl"][-1]
     title = (
@@ -452,6 +472,7 @@ def make_kl_per_dim(run: Run, out: Path | str | None = None, epoch: int | None =
     lat = run.latents(epoch)
     if not np.isfinite(lat["logvar"]).all():
         raise VaelabError(f"{run.path} is a plain autoencoder: it has no KL per dimension")
+    _check_kl_per_dim(run)
     kl = analysis.kl_per_dim(lat["mu"], lat["logvar"])
     used = int((kl > 0.01).sum())
     return plots.plot_kl_per_dim(
@@ -460,6 +481,17 @@ def make_kl_per_dim(run: Run, out: Path | str | None = None, epoch: int | None =
         f"{used} of {len(kl)} above 0.01",
         folder / "kl-per-dim.png",
     )
+
+
+def _check_kl_per_dim(run: Run) -> None:
+    """A one-line error for a run whose prior gives no KL per dimension (a learned one)."""
+    if not run.model.closed_form_kl:
+        raise VaelabError(
+            f"{run.path} has {run.model.learned_prior.describe()}: its KL has no term per "
+            "latent dimension (a mixture does not factorise); metrics.jsonl's test_kl and "
+            "eval.json's kl are the sampled whole KL, and vaelab traversal ranks the "
+            "dimensions by the variance of the means"
+        )
 
 
 __all__ = [

@@ -63,10 +63,18 @@ def _bubble_limit(panels: Sequence[dict]) -> float:
 
 
 def draw_bubbles(
-    ax, data: dict, dims: Sequence[int], colours, limit: float, title: str, stochastic: bool
+    ax,
+    data: dict,
+    dims: Sequence[int],
+    colours,
+    limit: float,
+    title: str,
+    stochastic: bool,
+    prior_points: np.ndarray | None = None,
 ) -> None:
     """Posterior ellipses mu +/- sigma of each point on ``ax`` (points for a plain AE),
-    with the prior's 1- and 2-sigma circles dashed."""
+    with the N(0, I) prior's 1- and 2-sigma circles dashed, or, for a learned prior,
+    ``prior_points`` (n, 2), its samples in the two dimensions, as grey dots behind."""
     from matplotlib.collections import EllipseCollection
     from matplotlib.patches import Circle
 
@@ -93,8 +101,11 @@ def draw_bubbles(
     ax.scatter(
         mu[:, 0], mu[:, 1], s=1.5 if stochastic else 4, c=face[:, :3], linewidths=0, zorder=3
     )
-    for r in (1, 2):
-        ax.add_patch(Circle((0, 0), r, fill=False, ls="--", lw=0.8, ec="0.2", zorder=4))
+    if prior_points is not None:
+        ax.scatter(*np.asarray(prior_points).T[:2], s=1, c="0.55", linewidths=0, zorder=1)
+    else:
+        for r in (1, 2):
+            ax.add_patch(Circle((0, 0), r, fill=False, ls="--", lw=0.8, ec="0.2", zorder=4))
     ax.set_xlim(-limit, limit)
     ax.set_ylim(-limit, limit)
     ax.set_aspect("equal")
@@ -110,14 +121,16 @@ def plot_bubbles(
     path: Path | str,
     stochastic: bool = True,
     class_names: Sequence[str] = (),
+    prior_points: np.ndarray | None = None,
 ) -> Path:
-    """The lecture's bubbles: one panel per (panel title, bubbles dict) with shared axes."""
+    """The lecture's bubbles: one panel per (panel title, bubbles dict) with shared axes
+    (a learned prior's samples ``prior_points`` (n, 2) behind each, ``draw_bubbles``)."""
     colours = class_colours(np.concatenate([p[1]["labels"] for p in panels]), class_names)
     limit = _bubble_limit([p[1] for p in panels])
     fig = new_figure((3.9 * len(panels) + 1.2, 4.3), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, data) in zip(axes[0], panels):
-        draw_bubbles(ax, data, dims, colours, limit, name, stochastic)
+        draw_bubbles(ax, data, dims, colours, limit, name, stochastic, prior_points)
     if colours is not None:
         _class_colourbar(fig, axes[0].tolist(), colours)
     fig.suptitle(_wrap(title, len(panels)))
@@ -132,6 +145,7 @@ def bubbles_gif(
     stochastic: bool = True,
     class_names: Sequence[str] = (),
     seconds_per_frame: float = 1.2,
+    prior_points: np.ndarray | None = None,
 ) -> Path:
     """The same panels as frames of an endless animated GIF (Pillow), same size each."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # renders; selects nothing
@@ -143,7 +157,7 @@ def bubbles_gif(
     for name, data in panels:
         fig = new_figure((5.6, 4.8), layout="constrained")
         ax = fig.subplots()
-        draw_bubbles(ax, data, dims, colours, limit, name, stochastic)
+        draw_bubbles(ax, data, dims, colours, limit, name, stochastic, prior_points)
         if colours is not None:
             _class_colourbar(fig, [ax], colours)
         fig.suptitle(title, fontsize=10)

@@ -141,6 +141,8 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
         "labels": _class_labels(run) if getattr(model, "n_classes", 0) else [],
         "map": None,
         "parameters": n_params,
+        # a learned prior: "random z" picks one of these draws of p(z) (none: N(start, I))
+        "prior_samples": _prior_samples(model),
     }
     if not model.stochastic and lat is not None:  # an AE has no prior: its codes' spread
         payload["start"] = [float(v) for v in lat["mu"].mean(0)]
@@ -156,6 +158,18 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
             "epoch": cached[-1],
         }
     return payload, ""
+
+
+PRIOR_SAMPLES = 64  # draws of a learned prior embedded for the "random z" button
+
+
+def _prior_samples(model: nn.Module) -> list[list[float]] | None:
+    """PRIOR_SAMPLES draws of a learned prior (seeded, rounded), None for N(0, I), which
+    the page samples itself."""
+    if getattr(model, "learned_prior", None) is None:
+        return None
+    points = analysis.prior_points(model, PRIOR_SAMPLES)
+    return [[round(float(v), 4) for v in row] for row in points]
 
 
 def _class_labels(run: Run) -> list[str]:

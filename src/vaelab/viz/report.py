@@ -171,6 +171,7 @@ def _report_figures(run: Run, method: str, n_embed: int, log: Callable[[str], No
     data = run.dataset() if cached else None
     n = min(n_embed, _n_test(run)) if cached else 0
     stochastic = run.model.stochastic
+    per_dim_kl = stochastic and run.model.closed_form_kl  # a learned prior's KL has none
     plan = [
         ("losses", "Losses", True, lambda: figures.make_losses(run, fig)),
         (
@@ -203,13 +204,13 @@ def _report_figures(run: Run, method: str, n_embed: int, log: Callable[[str], No
         (
             "kl",
             "KL per latent dimension",
-            bool(cached) and stochastic,
+            bool(cached) and per_dim_kl,
             lambda: figures.make_kl_per_dim(run, fig),
         ),
         (
             "latent-use",
             "Is the latent used?",
-            bool(cached) and stochastic,
+            bool(cached) and per_dim_kl,
             lambda: figures.make_latent_use(run, fig),
         ),
         ("traversal", "Traversals", True, lambda: figures.make_traversal(run, out=fig)),
@@ -247,6 +248,7 @@ def build_report(
         caption = CAPTIONS[anchor]
         if anchor == "samples" and run.model.conditional:
             caption = CAPTIONS["samples-conditional"]
+        caption = _prior_caption(run, anchor, caption)
         inner += f'<p class="note">{html.escape(caption)}</p>'
         if anchor == "losses":
             inner += _metrics_table(run)
@@ -274,11 +276,29 @@ def build_report(
     return target
 
 
+def _prior_caption(run: Run, anchor: str, caption: str) -> str:
+    """``caption`` for a run with a learned prior: its samples are z ~ p(z), and the
+    bubbles show the prior's samples, not N(0, I)'s circles."""
+    prior = run.model.learned_prior
+    if prior is None:
+        return caption
+    if anchor == "samples":
+        return caption.replace("z ~ N(0, I)", f"z ~ {analysis.prior_label(run.model)}")
+    if anchor == "bubbles":
+        return caption.replace(
+            "dashed: the prior's 1 and 2 sigma circles",
+            f"grey dots: samples of the prior, {prior.describe()}",
+        )
+    if anchor == "manifold":
+        return caption + " The grid spans the 5%..95% quantiles of the learned prior's samples."
+    return caption
+
+
 def _label_accuracy_section(run: Run) -> tuple[str, str, str]:
     """A conditional run's label accuracy from eval.json: overall and per label."""
     note = (
         "How often the dataset's classifier reads label k in a prior sample decoded with "
-        "label k (N samples z ~ N(0, I), every label in turn; <code>vaelab evaluate</code>)."
+        "label k (N samples z ~ p(z), every label in turn; <code>vaelab evaluate</code>)."
     )
     try:
         acc = json.loads(run.paths.eval.read_text()).get("label_accuracy")
@@ -328,7 +348,7 @@ def _side_by_side(
             emb = figures.make_embeddings(run, [last], method, n, out)
             cols["embeddings"].append(img(emb, f"embedding {name}", name))
     headings = {
-        "samples": "Prior samples z ~ N(0, I)",
+        "samples": "Prior samples z ~ p(z), each run's own prior",
         "interpolation": "Interpolation (latent path over pixel blend)",
         "embeddings": "Embedding of the test means, last cached epoch",
     }

@@ -651,7 +651,13 @@ async function start() {
   $("sample").addEventListener("click", () => {
     state.selected = null;
     $("source-fig").hidden = true;
-    setZ(Array.from({ length: d }, gaussian), "a sample from the prior N(0, I)");
+    const drawn = state.info.prior_samples; // a learned prior's draws; N(0, I) is sampled here
+    if (drawn && drawn.length) {
+      setZ(drawn[Math.floor(Math.random() * drawn.length)].slice(),
+        `a sample from the run's learned prior (${state.info.prior})`);
+    } else {
+      setZ(Array.from({ length: d }, gaussian), "a sample from the prior N(0, I)");
+    }
   });
   $("interp-form").addEventListener("submit", (ev) => { ev.preventDefault(); interpolate(); });
   $("interp-mode").addEventListener("change", () => { if ($("interp-form").reportValidity()) interpolate(); });

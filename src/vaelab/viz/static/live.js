@@ -138,8 +138,9 @@
   }
   $("live-reset").textContent = data.centre;
   $("live-reset").addEventListener("click", () => setZ(data.start));
-  $("live-random").addEventListener("click",
-    () => setZ(data.start.map((m, j) => m + data.scale[j] * gaussian())));
+  $("live-random").addEventListener("click", () => setZ(data.prior_samples
+    ? data.prior_samples[Math.floor(Math.random() * data.prior_samples.length)] // a learned p(z)
+    : data.start.map((m, j) => m + data.scale[j] * gaussian())));
   if (data.labels.length) { // the label picker of a conditional run
     $("live-label-box").hidden = false;
     data.labels.forEach((name, k) => $("live-label").append(new Option(name, k)));
