@@ -53,6 +53,8 @@ def test_every_field_is_a_flag_whose_default_is_suppressed():
         "from_epoch",
         "quiet",
         "report",
+        "threads",
+        "recalibrate",
     }
 
 
