@@ -19,6 +19,8 @@ MODULES = {
     "vaelab.data.sources": 2,
     "vaelab.viz.analysis": 4,
     "vaelab.viz.plots": 1,
+    "vaelab.training.schedules": 4,
+    "vaelab.training.ema": 1,
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
