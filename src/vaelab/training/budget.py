@@ -4,9 +4,10 @@ The budget's clock runs from the first training step on: the steps, each epoch's
 evaluation and checkpoint count; loading the data, epoch 0 (the untrained model's test
 loss) and drawing the final figures do not. The trainer reads it
 after every step: once it has reached the budget, that step is the last, and the epoch
-ends there with the work of any epoch's end (test loss, latents, checkpoint). An epoch
-whose steps all ran is the last when its end would cross the budget (as long as the
-previous epoch's end took), so a run ends within about one epoch's end of the budget. The
+ends there with the work of any epoch's end (test loss, latents, checkpoint). It is read
+again at the end of each epoch: when what is left would not hold another epoch's end (as
+long as the longest so far), this epoch is the last, so no epoch begins after the budget
+is spent and a run ends within one epoch's end of it. The
 schedules (learning rate, warm-ups) read the share of the budget spent, t = elapsed /
 budget, where a run of --epochs reads the share of its steps.
 
@@ -40,7 +41,7 @@ class BudgetClock:
     seconds: float = 0.0  # spent before ``start``
     steps: int = 0
     done: bool = False  # the run's last epoch has ended (saved, so a resume knows)
-    reserve: float = 0.0  # seconds the last epoch's end took (test loss, checkpoint)
+    reserve: float = 0.0  # the longest an epoch's end took (test loss, checkpoint)
     _started: float | None = field(default=None, repr=False)
     _epoch_end: float = field(default=0.0, repr=False)
 
@@ -72,12 +73,13 @@ class BudgetClock:
         self._epoch_end = self.elapsed()
 
     def epoch_end_finished(self) -> None:
-        """Measure ``reserve``: what this epoch's end (since ``epoch_end_started``) took."""
-        self.reserve = self.elapsed() - self._epoch_end
+        """Measure ``reserve``: the longest an epoch's end (since ``epoch_end_started``)
+        has taken in this session."""
+        self.reserve = max(self.reserve, self.elapsed() - self._epoch_end)
 
     def last_epoch(self) -> bool:
-        """Whether an epoch whose steps end now is the last: the budget is spent, or will
-        be by the end of the epoch (``reserve``), so that no epoch of a step or two
+        """Whether an epoch ending now is the last: the budget is spent, or what is left
+        would not hold another epoch's end (``reserve``), so no epoch of a step or two
         follows an epoch's end that crossed the budget."""
         return self.elapsed() + self.reserve >= 60.0 * self.minutes
 

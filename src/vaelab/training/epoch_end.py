@@ -10,6 +10,7 @@ figure for the cached epochs, and appends the metrics line.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,22 @@ def end_of_epoch(
     paths: RunPaths,
     epoch: int,
     row: dict[str, Any],
-    final: bool = False,
-) -> None:
+    final: bool | Callable[[], bool] = False,
+) -> bool:
     """Evaluate, cache latents/weights/figures for cached epochs (and the ``final`` one,
-    unless --embed-epochs says which), append the metrics row."""
+    unless --embed-epochs says which), append the metrics row; returns ``final``.
+
+    ``final`` may be a function that says whether this is the last epoch once the rest
+    is done: under --time-budget the clock decides then, having seen this epoch's end
+    (the latents are kept in memory until it has)."""
     t0 = time.perf_counter()
-    cache = epoch in config.cached_epochs() or (final and config.embed_epochs is None)
+    decided = not callable(final)
+    cached = epoch in config.cached_epochs()
+    keep = cached or (decided and final and config.embed_epochs is None)
     labels = data.y_test.to(x_test.device) if model.conditional else None
-    test, latents = evaluate_loss(model, x_test, config, keep_latents=cache, labels=labels)
+    test, latents = evaluate_loss(
+        model, x_test, config, keep_latents=keep or not decided, labels=labels
+    )
     if not np.isfinite(test["test_loss"]):
         raise DivergenceError(
             f"training diverged: non-finite test loss after epoch {epoch}; the last good "
@@ -105,17 +114,29 @@ def end_of_epoch(
         )
     val = validation_loss(model, data, config, x_test.device) if data.x_val is not None else {}
     row.update(test, **val, eval_seconds=time.perf_counter() - t0)
-    if cache:
-        write_latents(paths, epoch, latents, data)
-        save_checkpoint(
-            paths.epoch_checkpoint(epoch),
-            model_config=dict(vars(model.config)),
-            model=model.state_dict(),
-            epoch=epoch,
-        )
-        shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
-        _reconstruction_figure(paths, data, epoch, shown)
+    if keep:
+        _cache_epoch(model, data, paths, epoch, latents)
     append_metrics(paths.metrics, row)
+    if not decided:  # as late as may be, so that the clock has seen this epoch's end
+        final = final()
+        if final and not keep and config.embed_epochs is None:
+            _cache_epoch(model, data, paths, epoch, latents)
+    return final
+
+
+def _cache_epoch(
+    model: LatentModel, data: Dataset, paths: RunPaths, epoch: int, latents: dict
+) -> None:
+    """A cached epoch's test-set latents, weights and reconstruction figure."""
+    write_latents(paths, epoch, latents, data)
+    save_checkpoint(
+        paths.epoch_checkpoint(epoch),
+        model_config=dict(vars(model.config)),
+        model=model.state_dict(),
+        epoch=epoch,
+    )
+    shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
+    _reconstruction_figure(paths, data, epoch, shown)
 
 
 def validation_loss(

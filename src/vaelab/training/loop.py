@@ -291,14 +291,14 @@ def run_epochs(s: Session) -> None:
                     save_last(s, epoch - 1, partial=vars(stopped.progress))
                     step = stopped.progress.step
                     raise _interrupted(stop.signum, s.paths.root, epoch, step) from None
-            if s.clock is None:
-                final = epoch == s.config.epochs
-            else:  # the clock is read after each step, and here (BudgetClock.last_epoch)
-                final = epoch > 0 and s.clock.last_epoch()
-                s.clock.done = final
+            final = epoch == s.config.epochs  # an epoch target is known
+            if s.clock is not None:  # the clock decides at the end of the epoch
                 s.clock.epoch_end_started()
+                final = s.clock.last_epoch if epoch > 0 else False
             if s.main:
-                end_of_epoch(s.tested, x_test, s.data, s.config, s.paths, epoch, row, final)
+                final = end_of_epoch(s.tested, x_test, s.data, s.config, s.paths, epoch, row, final)
+            if s.clock is not None:
+                s.clock.done = final
             new_best = improved(s.best, epoch, row) if s.main else None
             s.best = new_best or s.best
             keep = s.config.keep_every and epoch > 0 and epoch % s.config.keep_every == 0
