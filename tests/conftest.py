@@ -146,3 +146,31 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+def stop_during_step(monkeypatch, n_steps: int) -> None:
+    """Make the next ``train`` stop as if SIGTERM arrived during its ``n_steps``-th step
+    (counted over the whole run): it writes a mid-epoch checkpoint and raises
+    TrainingInterrupted; ``monkeypatch.undo()`` before resuming."""
+    import signal
+
+    from vaelab.training import loop as train_module
+    from vaelab.training import step as step_module
+
+    real_enter = train_module.GracefulStop.__enter__
+    calls = {"n": 0}
+
+    def enter(self):
+        real_enter(self)
+        original = step_module.objective_terms
+
+        def counting(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n_steps:
+                self.signum = signal.SIGTERM
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(step_module, "objective_terms", counting)
+        return self
+
+    monkeypatch.setattr(train_module.GracefulStop, "__enter__", enter)

@@ -22,6 +22,8 @@ MODULES = {
     "vaelab.training.threads": 2,
     "vaelab.training.calibrate": 2,
     "vaelab.models.priors": 3,
+    "vaelab.training.schedules": 4,
+    "vaelab.training.ema": 1,
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -26,6 +26,7 @@ BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 ESTIMATOR_CHOICES = ("standard", "dreg")  # the gradient of --objective iwae
 PRIOR_CHOICES = ("standard", "mog", "vamp")  # p(z): N(0, I) or a learned one
+LR_SCHEDULE_CHOICES = ("constant", "burda", "cosine")  # vaelab.training.schedules
 CONDITION_CHOICES = ("none", "label")
 # the MLP's nonlinearity (--activation); vaelab.models.vae.ACTIVATIONS maps each to its layer
 ACTIVATION_CHOICES = ("relu", "tanh", "softplus", "elu", "gelu")
@@ -36,6 +37,7 @@ LECTURE_LATENT_DIM, LECTURE_ACTIVATION = 20, "relu"
 CONDITIONAL_BETA = 4.0
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
+DEFAULT_EPOCHS = 10  # the lecture's, unless --epochs or --time-budget says otherwise
 
 
 # ------------------------------------------------------------- settings written as text
@@ -66,6 +68,39 @@ def number_or_learned(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise ValueError(f"expected a number or 'learned', got {text!r}") from None
+
+
+def epochs_or_share(text: str) -> float | str:
+    """A warm-up's length: a number of epochs (``"2.5"`` -> 2.5) or a share of the whole
+    run (``"10%"`` -> ``"10%"``; the only form a --time-budget run takes).
+
+    Examples:
+        >>> epochs_or_share("2"), epochs_or_share(" 5% ")
+        (2.0, '5%')
+    """
+    text = text.strip()
+    try:
+        if text.endswith("%"):
+            float(text[:-1])
+            return text
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"expected a number of epochs or a share such as 10%, got {text!r}"
+        ) from None
+
+
+def share_of_run(value: float | str, epochs: int | None) -> float:
+    """The fraction of training a warm-up of ``value`` covers: ``"P%"`` -> P / 100, a
+    number of epochs W -> W / epochs (0 without epochs to train).
+
+    Examples:
+        >>> share_of_run("10%", None), share_of_run(2, 10), share_of_run(0.0, 10)
+        (0.1, 0.2, 0.0)
+    """
+    if isinstance(value, str):
+        return float(value[:-1]) / 100
+    return value / epochs if value and epochs else 0.0
 
 
 # The groups of ``vaelab train --help``, in the order the fields below first use them.
@@ -121,6 +156,15 @@ class TrainConfig:
     )
     limit: int | None = setting(
         None, DATA, "train on the first N training images only", metavar="N"
+    )
+    # Taken before --limit, so a limited run is selected on the same images (MNIST: the
+    # last 10,000 of its 60,000 training images are its canonical validation split).
+    val_size: int | None = setting(
+        None,
+        DATA,
+        "hold out the last N training images (before --limit) for validation: val_loss "
+        "per epoch and checkpoints/best.pt by it; MNIST's own split is 10000",
+        metavar="N",
     )
     binarize: str = setting(
         "none",
@@ -223,16 +267,58 @@ class TrainConfig:
         "VAE; needs labelled data); none (default)",
         choices=CONDITION_CHOICES,
     )
-    kl_warmup: float = setting(
+    kl_warmup: float | str = setting(
         0.0,
         MODEL,
-        "anneal the KL weight linearly from 0 to beta over EPOCHS epochs (default 0: off)",
-        metavar="EPOCHS",
+        "anneal the KL weight linearly from 0 to beta over E epochs, or over P%% of the "
+        "run (default 0: off)",
+        parse=epochs_or_share,
+        metavar="E|P%",
     )
     lr: float = setting(1e-3, OPTIMISATION, "Adam learning rate (default {default:g})")
+    adam_eps: float = setting(
+        1e-8,
+        OPTIMISATION,
+        "Adam's epsilon (default {default:g}; Burda et al. use 1e-4)",
+        metavar="EPS",
+    )
+    # vaelab.training.schedules; a function of the share of training done, step by step
+    lr_schedule: str = setting(
+        "constant",
+        OPTIMISATION,
+        "the learning rate over the run: constant; burda, the IWAE paper's 8 stages (3^i "
+        "epochs at lr*10^(-i/7), 3280 epochs in all) compressed proportionally onto the "
+        "run's length; cosine, down to 0 at the end (default {default})",
+        choices=LR_SCHEDULE_CHOICES,
+    )
+    lr_warmup: float | str = setting(
+        0.0,
+        OPTIMISATION,
+        "raise the learning rate linearly from 0 over the first E epochs or P%% of the "
+        "run, then follow --lr-schedule over the rest (default 0: off)",
+        parse=epochs_or_share,
+        metavar="E|P%",
+    )
+    ema: float | None = setting(
+        None,
+        OPTIMISATION,
+        "keep an exponential moving average of the weights with this decay per step "
+        "(e.g. 0.999; min(D, (1+n)/(10+n)) after n steps); test loss, checkpoints' "
+        "model, evaluate and figures use it (default: off)",
+        metavar="D",
+    )
     batch_size: int = setting(256, OPTIMISATION, "batch size (default {default})", metavar="B")
-    epochs: int = setting(
-        10, OPTIMISATION, "training epochs after epoch 0 (default {default})", metavar="E"
+    # None: DEFAULT_EPOCHS, or as many as --time-budget allows
+    epochs: int | None = setting(
+        None, OPTIMISATION, f"training epochs after epoch 0 (default {DEFAULT_EPOCHS})", metavar="E"
+    )
+    time_budget: float | None = setting(
+        None,
+        OPTIMISATION,
+        "train for this many minutes of wall-clock time instead of --epochs: steps, "
+        "evaluation and checkpoints count, the schedules run over the budget (warm-ups "
+        "as P%%), the last epoch ends where it does; not bit-reproducible",
+        metavar="MINUTES",
     )
     seed: int = setting(1, OPTIMISATION, "random seed (default {default})")
     device: str = setting(
@@ -287,6 +373,8 @@ class TrainConfig:
             self.hidden = self.latent_dim**2
         if isinstance(self.hidden, (list, tuple)):  # one layer stays an int, as before
             self.hidden = self.hidden[0] if len(self.hidden) == 1 else list(self.hidden)
+        if self.epochs is None and self.time_budget is None:
+            self.epochs = DEFAULT_EPOCHS
         if self.embed_epochs is not None:
             self.embed_epochs = sorted({int(e) for e in self.embed_epochs})
         self._resolve_likelihood()
@@ -338,16 +426,18 @@ class TrainConfig:
                 raise SettingError(
                     "{" + name + "} must be a positive integer, got {value!r}", value=value
                 )
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise SettingError("{epochs} must be 0 or more, got {value!r}", value=self.epochs)
+        self._validate_length()
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit <= 0):
             raise SettingError(
                 "{limit} must be a positive integer, got {value!r}", value=self.limit
             )
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise SettingError(
-                "{lr} must be a positive finite number, got {value!r}", value=self.lr
-            )
+        for name in ("lr", "adam_eps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise SettingError(
+                    "{" + name + "} must be a positive finite number, got {value!r}", value=value
+                )
+        self._validate_recipe()
         if self.grad_clip is not None and not (
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
@@ -372,11 +462,11 @@ class TrainConfig:
         ):
             check_choice(name, getattr(self, name), choices)
         for e in self.embed_epochs or []:
-            if not 0 <= e <= self.epochs:
+            if e < 0 or (self.epochs is not None and e > self.epochs):
                 raise SettingError(
                     "{embed_epochs} {value} is outside the epochs that run (0..{last})",
                     value=e,
-                    last=self.epochs,
+                    last=self.epochs if self.epochs is not None else "",
                 )
         self._validate_model_family()
 
@@ -418,11 +508,64 @@ class TrainConfig:
                 "plain autoencoder",
                 value=self.model,
             )
-        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
-            raise SettingError(
-                "{kl_warmup} must be a number of epochs >= 0, got {value!r}", value=self.kl_warmup
-            )
+        self._check_warmup("kl_warmup")
         self._validate_prior_and_estimator(MODELS[self.model].model_cls)
+
+    def _validate_length(self) -> None:
+        """--epochs or --time-budget: one of them, each a sensible number."""
+        if self.time_budget is not None:
+            if self.epochs is not None:
+                raise SettingError(
+                    "give {epochs} or {time_budget}, not both: a time budget decides how "
+                    "many epochs run"
+                )
+            budget = self.time_budget
+            if not isinstance(budget, (int, float)) or not (math.isfinite(budget) and budget > 0):
+                raise SettingError(
+                    "{time_budget} must be a positive number of minutes, got {value!r}",
+                    value=budget,
+                )
+        elif not isinstance(self.epochs, int) or self.epochs < 0:
+            raise SettingError("{epochs} must be 0 or more, got {value!r}", value=self.epochs)
+
+    def _validate_recipe(self) -> None:
+        """The training recipe of issue 16: schedule, warm-up, EMA, validation hold-out."""
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULE_CHOICES)
+        self._check_warmup("lr_warmup")
+        if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0 < self.ema < 1):
+            raise SettingError(
+                "{ema} must be a decay between 0 and 1 (e.g. 0.999), got {value!r}",
+                value=self.ema,
+            )
+        if self.val_size is not None and (not isinstance(self.val_size, int) or self.val_size <= 0):
+            raise SettingError(
+                "{val_size} must be a positive integer, got {value!r}", value=self.val_size
+            )
+
+    def _check_warmup(self, name: str) -> None:
+        """A warm-up is a number of epochs >= 0 or a share 'P%' with 0 <= P <= 100; under
+        --time-budget only a share (there is no epoch count to measure it against)."""
+        value = getattr(self, name)
+        if isinstance(value, str):
+            try:
+                share = float(value[:-1]) if value.endswith("%") else math.nan
+            except ValueError:
+                share = math.nan
+            if not 0 <= share <= 100:
+                raise SettingError(
+                    "{" + name + "} must be epochs >= 0 or a share from 0% to 100%, got {value!r}",
+                    value=value,
+                )
+            return
+        if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise SettingError(
+                "{" + name + "} must be a number of epochs >= 0, got {value!r}", value=value
+            )
+        if value > 0 and self.time_budget is not None:
+            raise SettingError(
+                "under {time_budget} give {" + name + "} as a share of the budget, e.g. "
+                "10%, not epochs"
+            )
 
     def _validate_prior_and_estimator(self, model_cls: type) -> None:
         """--prior and its size, --estimator (issue 16, part B)."""
@@ -513,6 +656,8 @@ class TrainConfig:
         """
         if self.embed_epochs is not None:
             return list(self.embed_epochs)
+        if self.epochs is None:  # --time-budget: the last epoch is known when it ends
+            return list(LECTURE_EMBED_EPOCHS)
         return sorted({e for e in LECTURE_EMBED_EPOCHS if e <= self.epochs} | {self.epochs})
 
     def to_dict(self) -> dict[str, Any]:

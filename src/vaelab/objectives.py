@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Generator, Tensor
 
-from vaelab.config import TrainConfig
+from vaelab.config import TrainConfig, share_of_run
 from vaelab.errors import SettingError
 from vaelab.losses import LossTerms, iwae_bound
 from vaelab.models.base import LatentModel, LogWeights
@@ -166,10 +166,15 @@ def log_weights(
     return model.log_weights(x, posterior, samples, generator, labels=labels, **extra)
 
 
-def kl_weight(config: TrainConfig, epoch: int, fraction: float = 0.0) -> float:
+def kl_weight(
+    config: TrainConfig, epoch: int, fraction: float = 0.0, progress: float | None = None
+) -> float:
     """The KL term's weight at step ``fraction`` (in [0, 1)) of training epoch ``epoch``
     (1-based): beta * min(1, t / kl_warmup) with t = epoch - 1 + fraction the epochs of
     training done, so the weight rises step by step from 0 to beta; beta when no warm-up.
+    A warm-up given as a share of the run ("P%") compares the share of training done
+    with it instead: ``progress`` (under --time-budget, the share of the budget spent),
+    else t / epochs.
 
     Examples:
         >>> config = TrainConfig(beta=2.0, kl_warmup=4)
@@ -179,7 +184,16 @@ def kl_weight(config: TrainConfig, epoch: int, fraction: float = 0.0) -> float:
         0.25
         >>> kl_weight(TrainConfig(beta=2.0), 1)  # no warm-up
         2.0
+        >>> kl_weight(TrainConfig(beta=2.0, kl_warmup="50%", epochs=4), 2)  # 1/4 of the run
+        1.0
     """
+    if isinstance(config.kl_warmup, str):  # a share of the run
+        share = share_of_run(config.kl_warmup, config.epochs)
+        if share <= 0:
+            return config.beta
+        if progress is None:
+            progress = max(0.0, epoch - 1 + fraction) / config.epochs
+        return config.beta * min(1.0, progress / share)
     if config.kl_warmup <= 0:
         return config.beta
     t = max(0.0, epoch - 1 + fraction)

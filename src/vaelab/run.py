@@ -5,6 +5,7 @@ RUN/metrics.jsonl             one JSON object per epoch (0 = untrained)
 RUN/latents/epoch-NNN.npz     test-set mu, logvar, labels (+ a few reconstructions)
 RUN/checkpoints/last.pt       model, optimiser, RNG states, epoch (resume from here)
 RUN/checkpoints/epoch-NNN.pt  model weights at each cached epoch
+RUN/checkpoints/best.pt       the weights of the epoch with the lowest val_loss (--val-size)
 RUN/figures/                  PNG figures
 RUN/embeddings/               cached 2-D embeddings of the test means (vaelab embed)
 RUN/eval.json                 vaelab evaluate's numbers
@@ -47,6 +48,7 @@ class RunPaths:
         self.latents = self.root / "latents"
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
+        self.best = self.checkpoints / "best.pt"
         self.figures = self.root / "figures"
         self.embeddings = self.root / "embeddings"
         self.eval = self.root / "eval.json"
@@ -216,20 +218,32 @@ def _decoder_settings(ckpt: dict[str, Any], config: TrainConfig) -> dict[str, An
     }
 
 
-def load_run(path: Path | str, map_location: str = "cpu") -> Run:
-    """Load a run directory: its config, metrics and the model from checkpoints/last.pt."""
+CHECKPOINTS = ("last", "best")  # what load_run(checkpoint=...) reads
+
+
+def load_run(path: Path | str, map_location: str = "cpu", checkpoint: str = "last") -> Run:
+    """Load a run directory: its config, metrics and the model from checkpoints/last.pt,
+    or (``checkpoint="best"``) from best.pt, the epoch of lowest validation loss. A
+    checkpoint's "model" is the weights to use: the moving average under --ema."""
     root = Path(path)
     meta = read_run_config(root)
     config = TrainConfig.from_dict(meta["config"])
-    ckpt = load_checkpoint(RunPaths(root).last, map_location)
+    if checkpoint not in CHECKPOINTS:
+        raise VaelabError(f"unknown checkpoint {checkpoint!r}; choose one of last, best")
+    source = RunPaths(root).last if checkpoint == "last" else RunPaths(root).best
+    if checkpoint == "best" and not source.is_file():
+        raise VaelabError(
+            f"{root} has no checkpoints/best.pt: it is kept by runs trained with --val-size N"
+        )
+    ckpt = load_checkpoint(source, map_location)
     saved = meta.get("model_config")
     mine = ckpt.get("model_config", {})
     if saved is not None and _model_settings(config.model, saved) != _model_settings(
         config.model, mine
     ):
         raise VaelabError(
-            f"{root}: checkpoints/last.pt does not fit model {config.model!r} of config.json "
-            "(its model settings differ); it is from another run or architecture"
+            f"{root}: checkpoints/{source.name} does not fit model {config.model!r} of "
+            "config.json (its model settings differ); it is from another run or architecture"
         )
     try:
         model = build_model(config.model, **_decoder_settings(ckpt, config))

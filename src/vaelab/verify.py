@@ -2,7 +2,7 @@
 was written (``vaelab.checksums``), and the newest checkpoint a damaged run can continue
 from.
 
-Checked: config.json, every metrics.jsonl line, checkpoints/last.pt and epoch-NNN.pt,
+Checked: config.json, every metrics.jsonl line, checkpoints/last.pt, best.pt and epoch-NNN.pt,
 latents/epoch-NNN.npz, embeddings/*.npz and eval.json. Expected, and reported missing if
 absent: a metrics row, latents and weights for every cached epoch up to the last
 checkpoint's epoch, and the ``--keep-every`` copies. Files without a checksum (an older
@@ -142,6 +142,10 @@ def verify_run(root: Path | str) -> list[FileCheck]:
         done = max((r.get("epoch", -1) for r in rows), default=-1)
     checks.append(_metrics_check(paths, rows, problems, unsealed, done))
     checks.append(last_check)
+    if paths.best.is_file():  # --val-size runs: the epoch of lowest validation loss
+        status, detail, best = checkpoint_status(paths.best)
+        detail = detail or (f"epoch {best['epoch']}" if best is not None else "")
+        checks.append(FileCheck(name(paths.best), status, detail))
 
     cached = [e for e in (config.cached_epochs() if config else []) if e <= done]
     keep = config.keep_every if config else 0

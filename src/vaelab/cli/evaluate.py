@@ -82,6 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         log=log,
         n_images=args.n_images,
+        checkpoint=args.checkpoint,
     )
     print(format_result(result))
     log(f"wrote {args.run.rstrip('/')}/eval.json")
@@ -149,7 +150,16 @@ def register(command) -> None:
     )
     p.add_argument("run", metavar="RUN", help="a run directory written by vaelab train")
     p.add_argument(  # checked by evaluate_run against SPLITS (which imports torch)
-        "--split", default="test", help="the images scored: test or train (default test)"
+        "--split",
+        default="test",
+        help="the images scored: test, train or val (a --val-size run's hold-out; default test)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="last",
+        choices=("last", "best"),
+        help="the weights scored: last (checkpoints/last.pt, default) or best (best.pt: "
+        "the epoch of lowest validation loss, kept by --val-size runs)",
     )
     p.add_argument(
         "--binarize",

@@ -112,7 +112,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 RUN_ONLY = {"out", "resume", "from_epoch", "quiet", "report", "threads", "recalibrate"}
-RESUMABLE = {"epochs", "device"}
+RESUMABLE = {"epochs", "device", "time_budget"}
 NOT_GIVEN = ("func", "command", "argv", "prepare", "thread_plan")
 
 
@@ -173,11 +173,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise VaelabError(
                 "--resume continues with the run's saved settings; only --epochs and --device "
-                f"can change (got --{changed[0].replace('_', '-')})"
+                "can change, or --time-budget in a run started with it "
+                f"(got --{changed[0].replace('_', '-')})"
             )
         config = None
     else:
         config = TrainConfig(**{k: v for k, v in given.items() if k not in RUN_ONLY})
+    if nproc > 1 and "time_budget" in given:
+        raise VaelabError("--time-budget trains in one process for now; drop --nproc")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_processes(nproc, args.argv, given)
     main = world_from_env().is_main
@@ -195,6 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     epochs=given.get("epochs"),
                     device=given.get("device"),
                     from_epoch=given.get("from_epoch"),
+                    time_budget=given.get("time_budget"),
                     progress=not quiet,
                     log=log,
                 )

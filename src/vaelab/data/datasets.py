@@ -8,6 +8,7 @@ lecture).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import zipfile
 import zlib
@@ -33,7 +34,8 @@ from vaelab.errors import SettingError, VaelabError
 
 @dataclass
 class Dataset:
-    """Train and test splits in memory. ``x_*``: float32 (N, *input_shape); ``y_*``:
+    """Train and test splits in memory, and a validation split held out of the training
+    images (``held_out``; None without one). ``x_*``: float32 (N, *input_shape); ``y_*``:
     int64 (N,) with -1 where there is no label."""
 
     name: str
@@ -44,36 +46,60 @@ class Dataset:
     sha256: str
     source: str
     classes: tuple[str, ...] = ()
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def held_out(self, n: int | None) -> Dataset:
+        """The last ``n`` training images as the validation split, the rest for training
+        (MNIST: n = 10,000 is the canonical 50,000 / 10,000 split). The test set is never
+        touched: model selection must not see it.
+
+        Examples:
+            >>> images = np.zeros((5, 2, 2), dtype=np.uint8)
+            >>> ds = arrays_to_dataset({"x_train": images, "x_test": images[:1]}, "toy", "", "")
+            >>> split = ds.held_out(2)
+            >>> len(split.x_train), len(split.x_val), len(split.x_test)
+            (3, 2, 1)
+        """
+        if n is None:
+            return self
+        if n >= len(self.x_train):
+            raise SettingError(
+                "{val_size} {n} leaves no training images: {name} has {total}; hold out fewer",
+                n=n,
+                total=len(self.x_train),
+                name=self.name,
+            )
+        keep = len(self.x_train) - n
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:keep],
+            y_train=self.y_train[:keep],
+            x_val=self.x_train[keep:],
+            y_val=self.y_train[keep:],
+        )
 
     def limited(self, n: int | None) -> Dataset:
         """The first ``n`` training images (the test set is unchanged)."""
         if n is None:
             return self
         if n > len(self.x_train):
+            held = "" if self.x_val is None else f" left after {{val_size}} {len(self.x_val)}"
             raise SettingError(
-                "{limit} {n} is larger than the {total} training images of {name}; use a "
-                "smaller {limit} or leave it out",
+                "{limit} {n} is larger than the {total} training images" + held + " of "
+                "{name}; use a smaller {limit} or leave it out",
                 n=n,
                 total=len(self.x_train),
                 name=self.name,
             )
-        return Dataset(
-            self.name,
-            self.x_train[:n],
-            self.y_train[:n],
-            self.x_test,
-            self.y_test,
-            self.sha256,
-            self.source,
-            self.classes,
-        )
+        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
 
     def describe(self) -> dict:
-        return {
+        described = {
             "name": self.name,
             "sha256": self.sha256,
             "source": self.source,
@@ -81,6 +107,9 @@ class Dataset:
             "n_test": len(self.x_test),
             "input_shape": list(self.input_shape),
         }
+        if self.x_val is not None:
+            described["n_val"] = len(self.x_val)
+        return described
 
 
 # ----------------------------------------------------------------------- to tensors
@@ -226,19 +255,15 @@ def binarize_dataset(data: Dataset, mode: str, seed: int) -> Dataset:
     if mode == "none":
         return data
     check_unit_range(data)
-    x_test = binarize_fixed(data.x_test)
     x_train = data.x_train
     if mode == "static":
         x_train = torch.bernoulli(x_train, generator=torch.Generator().manual_seed(seed))
-    return Dataset(
-        data.name,
-        x_train,
-        data.y_train,
-        x_test,
-        data.y_test,
-        data.sha256,
-        f"{data.source}, binarized {mode}",
-        data.classes,
+    return dataclasses.replace(  # the validation split, like the test set: fixed images
+        data,
+        x_train=x_train,
+        x_test=binarize_fixed(data.x_test),
+        x_val=None if data.x_val is None else binarize_fixed(data.x_val),
+        source=f"{data.source}, binarized {mode}",
     )
 
 
@@ -250,7 +275,8 @@ def prepare_data(
 ) -> Dataset:
     """The data a run trains and is scored on, the one way it is made: ``data`` (the
     whole dataset; loaded from ``config.dataset`` and ``config.data_dir`` when None), its
-    first ``config.limit`` training images, checked against the checksum the run recorded
+    validation split (``config.val_size``, held out first) and the first ``config.limit``
+    of the other training images, checked against the checksum the run recorded
     (``recorded_sha256``, when resuming or reading a run), binarised as the run says (or as
     ``binarize`` overrides) and checked to suit the likelihood's range."""
     data = data if data is not None else load_dataset(config.dataset, config.data_dir)
@@ -260,7 +286,8 @@ def prepare_data(
             "pass the run's data ({data_dir}) or train a new run",
             value=config.dataset,
         )
-    data = binarize_dataset(data.limited(config.limit), binarize or config.binarize, config.seed)
+    data = data.held_out(config.val_size).limited(config.limit)
+    data = binarize_dataset(data, binarize or config.binarize, config.seed)
     if config.needs_unit_range:
         check_unit_range(data)
     return data
@@ -303,7 +330,8 @@ def label_classes(data: Dataset) -> int:
 
 def check_unit_range(data: Dataset) -> None:
     """Bernoulli likelihoods need pixels in [0, 1]; say so instead of training into NaN."""
-    for split, x in (("train", data.x_train), ("test", data.x_test)):
+    splits = [("train", data.x_train), ("test", data.x_test), ("validation", data.x_val)]
+    for split, x in [(name, x) for name, x in splits if x is not None]:
         lo, hi = float(x.min()), float(x.max())
         if lo < 0.0 or hi > 1.0:
             raise SettingError(

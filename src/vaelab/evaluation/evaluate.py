@@ -44,7 +44,7 @@ from vaelab.lock import RunLock
 from vaelab.models import LatentModel
 from vaelab.run import Run, load_run
 
-SPLITS = ("test", "train")
+SPLITS = ("test", "train", "val")  # val: the run's --val-size hold-out
 
 
 # ----------------------------------------------------------------------- a whole run
@@ -80,15 +80,22 @@ def _data_note(binary: bool, likelihood: str, stochastic: bool) -> str:
 
 def split_labels(data: Dataset, split: str) -> Tensor:
     """The labels of the images ``split_images`` scores."""
-    return data.y_test if split == "test" else data.y_train
+    return {"test": data.y_test, "val": data.y_val}.get(split, data.y_train)
 
 
 def split_images(data: Dataset, split: str, mode: str) -> Tensor:
     """The images scored for ``split``; a dynamically binarised training set is
     binarised once with the fixed test seed so that the score is reproducible
-    (``split`` is checked by ``check_arguments``)."""
+    (``split`` is checked by ``check_arguments``; the validation split, binarised like
+    the test set, exists in runs trained with --val-size)."""
     if split == "test":
         return data.x_test
+    if split == "val":
+        if data.x_val is None:
+            raise SettingError(
+                "{split} val needs a run trained with --val-size N (it has no validation split)"
+            )
+        return data.x_val
     return binarize_fixed(data.x_train) if mode == "dynamic" else data.x_train
 
 
@@ -175,8 +182,13 @@ def evaluate_run(
     progress: bool = False,
     log: Callable[[str], None] = print,
     n_images: int | None = None,
+    checkpoint: str = "last",
 ) -> dict[str, Any]:
     """Evaluate a run and (``write``) save RUN/eval.json; returns the same dict.
+
+    ``checkpoint``: the weights scored, ``"last"`` (checkpoints/last.pt) or ``"best"``
+    (best.pt, the epoch of lowest validation loss of a --val-size run); eval.json says
+    which, and its epoch.
 
     ``data`` (the full, grey dataset) skips loading it; ``binarize`` overrides the run's
     own binarisation of the scored split; ``scores=False`` skips the sample scores;
@@ -186,13 +198,14 @@ def evaluate_run(
     check_arguments(iw_samples, batch_size, n_samples, binarize, split)
     if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
         raise VaelabError(f"n_images must be a positive integer or None, got {n_images!r}")
-    run = run if isinstance(run, Run) else load_run(run)
+    run = run if isinstance(run, Run) else load_run(run, checkpoint=checkpoint)
     # One writer: a run being trained or evaluated elsewhere is refused now, not later.
     with RunLock(run.path) if write else contextlib.nullcontext():
         result = _evaluate(
             run, iw_samples, split, batch_size, binarize, n_samples, scores, data, device,
             seed, progress, log, n_images,
         )  # fmt: skip
+        result["checkpoint"] = checkpoint
         if write:
             try:
                 atomic_write_json(run.paths.eval, seal_json(result))
@@ -306,6 +319,7 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [
         f"{result['run']}: {result['split']} split, {result['n_images']} images, "
         f"binarize {result['binarize']}, epoch {result['epoch']}"
+        + (" (checkpoints/best.pt)" if result.get("checkpoint") == "best" else "")
     ]
     if result["nll_iwae"] is not None:
         lines += [

@@ -50,9 +50,12 @@ def _finished(root: Path, config: TrainConfig) -> bool:
     if not paths.config.is_file():
         return False
     try:  # through TrainConfig, so settings an older version saved compare as today's
-        saved = TrainConfig.from_dict(json.loads(paths.config.read_text())["config"])
+        meta = json.loads(paths.config.read_text())
+        saved = TrainConfig.from_dict(meta["config"])
     except (ValueError, KeyError, TypeError, VaelabError):
         return False
+    if config.epochs is None:  # --time-budget: the run says when it has spent it
+        return saved == config and "finished" in meta
     done = [r["epoch"] for r in read_metrics(paths.metrics)]
     return saved == config and bool(done) and max(done) >= config.epochs
 

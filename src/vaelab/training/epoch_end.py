@@ -2,13 +2,15 @@
 
 ``evaluate_loss`` is the lecture's test loss: the model in eval mode, z = mu (not a
 sampled ELBO; ``vaelab evaluate`` computes that), summed over pixels, averaged over
-images. ``end_of_epoch`` checks it, caches the test-set latents, weights and a
-reconstruction figure for the cached epochs, and appends the metrics line.
+images. ``end_of_epoch`` checks it, scores the validation split the same way
+(``val_*``, with --val-size), caches the test-set latents, weights and a reconstruction
+figure for the cached epochs, and appends the metrics line.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,29 +91,63 @@ def end_of_epoch(
     paths: RunPaths,
     epoch: int,
     row: dict[str, Any],
-) -> None:
-    """Evaluate, cache latents/weights/figures for cached epochs, append the metrics row."""
+    final: bool | Callable[[], bool] = False,
+) -> bool:
+    """Evaluate, cache latents/weights/figures for cached epochs (and the ``final`` one,
+    unless --embed-epochs says which), append the metrics row; returns ``final``.
+
+    ``final`` may be a function that says whether this is the last epoch once the rest
+    is done: under --time-budget the clock decides then, having seen this epoch's end
+    (the latents are kept in memory until it has)."""
     t0 = time.perf_counter()
-    cache = epoch in config.cached_epochs()
+    decided = not callable(final)
+    cached = epoch in config.cached_epochs()
+    keep = cached or (decided and final and config.embed_epochs is None)
     labels = data.y_test.to(x_test.device) if model.conditional else None
-    test, latents = evaluate_loss(model, x_test, config, keep_latents=cache, labels=labels)
+    test, latents = evaluate_loss(
+        model, x_test, config, keep_latents=keep or not decided, labels=labels
+    )
     if not np.isfinite(test["test_loss"]):
         raise DivergenceError(
             f"training diverged: non-finite test loss after epoch {epoch}; the last good "
             "checkpoint is kept. Try a lower --lr or --grad-clip 100"
         )
-    row.update(test, eval_seconds=time.perf_counter() - t0)
-    if cache:
-        write_latents(paths, epoch, latents, data)
-        save_checkpoint(
-            paths.epoch_checkpoint(epoch),
-            model_config=dict(vars(model.config)),
-            model=model.state_dict(),
-            epoch=epoch,
-        )
-        shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
-        _reconstruction_figure(paths, data, epoch, shown)
+    val = validation_loss(model, data, config, x_test.device) if data.x_val is not None else {}
+    row.update(test, **val, eval_seconds=time.perf_counter() - t0)
+    if keep:
+        _cache_epoch(model, data, paths, epoch, latents)
     append_metrics(paths.metrics, row)
+    if not decided:  # as late as may be, so that the clock has seen this epoch's end
+        final = final()
+        if final and not keep and config.embed_epochs is None:
+            _cache_epoch(model, data, paths, epoch, latents)
+    return final
+
+
+def _cache_epoch(
+    model: LatentModel, data: Dataset, paths: RunPaths, epoch: int, latents: dict
+) -> None:
+    """A cached epoch's test-set latents, weights and reconstruction figure."""
+    write_latents(paths, epoch, latents, data)
+    save_checkpoint(
+        paths.epoch_checkpoint(epoch),
+        model_config=dict(vars(model.config)),
+        model=model.state_dict(),
+        epoch=epoch,
+    )
+    shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
+    _reconstruction_figure(paths, data, epoch, shown)
+
+
+def validation_loss(
+    model: LatentModel, data: Dataset, config: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """val_loss, val_recon, val_kl: the test loss's bound (z = mu) on the validation
+    split, what model selection (checkpoints/best.pt) compares."""
+    x = data.x_val.to(device)
+    labels = data.y_val.to(device) if model.conditional else None
+    scores, _ = evaluate_loss(model, x, config, labels=labels)
+    return {f"val_{k}": scores[f"test_{k}"] for k in ("loss", "recon", "kl")}
 
 
 def _reconstruction_figure(
@@ -142,7 +178,8 @@ def final_figures(root: Path) -> None:
 def epoch_line(row: dict[str, Any]) -> str:
     train = "      -" if row["train_loss"] is None else f"{row['train_loss']:7.2f}"
     secs = "" if row["train_seconds"] is None else f"  {row['train_seconds']:.1f} s"
+    val = f"  val {row['val_loss']:7.2f}" if row.get("val_loss") is not None else ""
     return (
-        f"epoch {row['epoch']:3d}  train {train}  test {row['test_loss']:7.2f} "
+        f"epoch {row['epoch']:3d}  train {train}{val}  test {row['test_loss']:7.2f} "
         f"(recon {row['test_recon']:.2f} + kl {row['test_kl']:.2f}){secs}"
     )

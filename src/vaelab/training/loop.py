@@ -7,6 +7,13 @@ epoch trains on a fresh permutation of the in-memory training set (``train_epoch
 evaluates on the test set with z = mu (the lecture's "test loss", not a sampled ELBO:
 ``vaelab evaluate`` computes that), caches what the figures need and writes a
 checkpoint. Losses are summed over pixels and reported per sample, in nats.
+
+The recipe around the steps (issue 16): the learning rate follows --lr-schedule and
+--lr-warmup (``vaelab.training.schedules``), read before each step; --ema keeps a moving
+average of the weights, which is what is tested and saved (``vaelab.training.ema``);
+--val-size scores a held-out validation split each epoch and keeps checkpoints/best.pt
+(``vaelab.training.selection``); --time-budget replaces the epoch count by a clock
+(``vaelab.training.budget``).
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vaelab.config import TrainConfig
+from vaelab.config import TrainConfig, share_of_run
 from vaelab.data.datasets import Dataset, label_classes, prepare_data
 from vaelab.errors import RankLostError, TrainingInterrupted, VaelabError
 from vaelab.fileio import atomic_write_bytes
 from vaelab.models import LatentModel, build_model
 from vaelab.objectives import kl_weight
 from vaelab.run import N_SHOWN, RunPaths
+from vaelab.training.budget import BudgetClock, budget_step_settings, summary_line
 from vaelab.training.checkpoint import (
     encode_checkpoint,
     is_resumable,
@@ -49,6 +57,7 @@ from vaelab.training.distributed import (
     sum_over_ranks,
     world_from_env,
 )
+from vaelab.training.ema import WeightAverage, evaluated
 from vaelab.training.epoch_end import end_of_epoch, epoch_line, final_figures
 from vaelab.training.optim import Optimizer, make_optimizer
 from vaelab.training.run_dir import (
@@ -57,11 +66,14 @@ from vaelab.training.run_dir import (
     claim_run_dir,
     mark_finished,
     open_run,
+    record_budget,
     truncate_metrics,
     update_run_config,
     write_run_config,
     writing,
 )
+from vaelab.training.schedules import step_lr_factors
+from vaelab.training.selection import Best, improved, reconcile_best, write_best
 from vaelab.training.step import TrainStep, divergence, select_device
 from vaelab.training.stopping import EpochProgress, GracefulStop, StopRequested
 from vaelab.training.threads import adjust as adjust_threads
@@ -81,19 +93,20 @@ def train(
     epochs: int | None = None,
     device: str | None = None,
     from_epoch: int | None = None,
+    time_budget: float | None = None,
 ) -> Path:
     """Train a model and write its run directory; returns the run's path.
 
     ``resume=RUN`` continues RUN from checkpoints/last.pt with its saved settings
-    (``epochs`` may raise the target, ``device`` may change), or from its checkpoint of
-    epoch ``from_epoch``. ``data`` (the whole dataset) skips loading. SIGINT/SIGTERM stop
+    (``epochs`` may raise the target, or ``time_budget`` a --time-budget run's minutes;
+    ``device`` may change), or from its checkpoint of epoch ``from_epoch``. ``data`` (the whole dataset) skips loading. SIGINT/SIGTERM stop
     at the next step boundary after writing a checkpoint. Started by torchrun, each
     process trains its share of every batch (vaelab.training.distributed) and rank 0
     alone writes the run, holding its writer lock (vaelab.lock). A write the disk refuses
     is a StorageError naming the intact checkpoint and the resume command.
     """
     world = world_from_env()
-    state = open_run(config, out, resume, epochs, device, world, from_epoch)
+    state = open_run(config, out, resume, epochs, device, world, from_epoch, time_budget)
     with writing(state):  # holds the writer lock; says a full disk plainly
         if not state.finish_only:
             dev = select_device(state.config.device, world)
@@ -131,10 +144,18 @@ class Session:
     tracker: NullTracker
     progress: bool
     log: Callable[[str], None]
+    average: WeightAverage | None = None  # --ema
+    clock: BudgetClock | None = None  # --time-budget
+    best: Best | None = None  # the epoch of best.pt (--val-size; rank 0 only)
 
     @property
     def main(self) -> bool:
         return self.world.is_main
+
+    @property
+    def tested(self) -> LatentModel:
+        """The model that is tested and saved: the moving average under --ema."""
+        return evaluated(self.model, self.average)
 
 
 def set_up(
@@ -148,6 +169,11 @@ def set_up(
     """Data, model, optimiser and step for ``state``'s run; a new run's directory and
     config.json, or a resumed run's weights, optimiser and RNG states."""
     config, paths = state.config, RunPaths(state.root)
+    if config.time_budget is not None and world.distributed:
+        raise VaelabError(
+            "--time-budget trains in one process for now (the ranks would have to agree "
+            "on the clock every step); drop --nproc or use --epochs"
+        )
     log = log if world.is_main else (lambda _msg: None)
     # First, so a missing optional extra is reported before any data is read.
     tracker = open_tracker(config.tensorboard and world.is_main, paths.tensorboard)
@@ -159,36 +185,53 @@ def set_up(
     ).to(dev)
     if config.output_bias_init and state.ckpt is None:  # a fresh run; a resumed one has its own
         model.init_output_bias(data.x_train.float().mean(0))
-    optimizer = make_optimizer(model, config.lr)
+    optimizer = make_optimizer(model, config.lr, config.adam_eps)
+    average = WeightAverage(model, config.ema) if config.ema is not None else None
     if world.rank > 0:  # other noise on each rank; rank 0 draws what one process draws
         torch.manual_seed(config.seed * 1_000_003 + world.rank)
-    partial = None
+    partial, best, saved_clock = None, None, None
     if state.ckpt is not None:
-        _restore(state, model, optimizer, world)
+        _restore(state, model, optimizer, world, average)
         partial = EpochProgress(**state.ckpt["partial"]) if state.ckpt.get("partial") else None
+        saved_clock = state.ckpt.get("budget") if is_resumable(state.ckpt) else None
         if world.is_main:
             check_disk_space(state.root, model, data, config, state.start)
             truncate_metrics(paths.metrics, state.start - 1)
+            best = reconcile_best(paths, state.ckpt) if data.x_val is not None else None
             update_run_config(paths, config, world.size)  # a new --epochs target or --device
-        log(f"resuming {state.root} at epoch {state.start} of {config.epochs}{_source(state)}")
+        log(f"resuming {state.root} at epoch {state.start}{_target(config, saved_clock)}"
+            f"{_source(state)}")  # fmt: skip
     elif world.is_main:
         claim_run_dir(state)
         check_disk_space(state.root, model, data, config)
         write_run_config(paths, config, dict(vars(model.config)), data, dev, world.size)
         truncate_metrics(paths.metrics, -1)
-    step = TrainStep(model, optimizer, config, dev, world)
+    step = TrainStep(model, optimizer, config, dev, world, average)
+    clock = None
+    if config.time_budget is not None:
+        clock = BudgetClock.from_checkpoint(config.time_budget, saved_clock)
     return Session(
         config, paths, world, dev, data, model, optimizer, step, state.start, partial, tracker,
-        progress, log,
+        progress, log, average, clock, best,
     )  # fmt: skip
 
 
-def _restore(state: RunState, model: LatentModel, optimizer: Optimizer, world: World) -> None:
+def _restore(
+    state: RunState,
+    model: LatentModel,
+    optimizer: Optimizer,
+    world: World,
+    average: WeightAverage | None = None,
+) -> None:
     """The checkpoint's weights, optimiser and RNG states; a cached epoch's checkpoint
-    (--from-epoch) has weights only: the optimiser starts afresh, the RNG as seeded."""
+    (--from-epoch) has weights only: the optimiser starts afresh, the RNG as seeded.
+    Under --ema the checkpoint's "model" is the average and "model_raw" the trained
+    weights (a cached epoch's weights-only checkpoint: the average, taken as both)."""
     paths = RunPaths(state.root)
     try:
-        model.load_state_dict(state.ckpt["model"])
+        model.load_state_dict(state.ckpt.get("model_raw", state.ckpt["model"]))
+        if average is not None:
+            average.load(state.ckpt["model"], state.ckpt.get("ema_updates", 0))
         if is_resumable(state.ckpt):
             optimizer.load_state_dict(state.ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
@@ -198,6 +241,13 @@ def _restore(state: RunState, model: LatentModel, optimizer: Optimizer, world: W
         ) from None
     if is_resumable(state.ckpt):
         restore_rng_state(state.ckpt, world)
+
+
+def _target(config: TrainConfig, saved_clock: dict[str, Any] | None) -> str:
+    if config.time_budget is None:
+        return f" of {config.epochs}"
+    spent = (saved_clock or {}).get("seconds", 0.0) / 60
+    return f" with {max(0.0, config.time_budget - spent):.2f} of {config.time_budget:g} min left"
 
 
 def _source(state: RunState) -> str:
@@ -212,14 +262,18 @@ def _source(state: RunState) -> str:
 
 
 def run_epochs(s: Session) -> None:
-    """Epochs ``s.start`` .. E: train (from epoch 1), test, cache, checkpoint, log."""
+    """Epochs ``s.start`` .. E (or until --time-budget is spent): train (from epoch 1),
+    test, cache, checkpoint, log."""
     x_train, x_test = s.data.x_train.to(s.device), s.data.x_test.to(s.device)
     y_train = s.data.y_train.to(s.device) if s.model.conditional else None
     failpoint(s.world)
+    epoch, row = s.start, {}
     with GracefulStop() as stop:
-        for epoch in range(s.start, s.config.epochs + 1):
-            row: dict[str, Any] = {"epoch": epoch, **dict.fromkeys(TRAIN_KEYS)}
+        while True:
+            row = {"epoch": epoch, **dict.fromkeys(TRAIN_KEYS)}
             if epoch > 0:
+                if s.clock is not None and not s.clock.running:
+                    s.clock.start()  # at the first step: epoch 0 is no training
                 resume_from = s.partial if s.partial and s.partial.epoch == epoch else None
                 try:
                     row.update(
@@ -233,23 +287,56 @@ def run_epochs(s: Session) -> None:
                             stop,
                             s.world,
                             y_train,
+                            s.clock,
                         )
                     )
                 except StopRequested as stopped:
                     save_last(s, epoch - 1, partial=vars(stopped.progress))
                     step = stopped.progress.step
                     raise _interrupted(stop.signum, s.paths.root, epoch, step) from None
+            final = epoch == s.config.epochs  # an epoch target is known
+            if s.clock is not None:  # the clock decides at the end of the epoch
+                s.clock.epoch_end_started()
+                final = s.clock.last_epoch if epoch > 0 else False
             if s.main:
-                end_of_epoch(s.model, x_test, s.data, s.config, s.paths, epoch, row)
+                final = end_of_epoch(s.tested, x_test, s.data, s.config, s.paths, epoch, row, final)
+            if s.clock is not None:
+                s.clock.done = final
+            new_best = improved(s.best, epoch, row) if s.main else None
+            s.best = new_best or s.best
             keep = s.config.keep_every and epoch > 0 and epoch % s.config.keep_every == 0
             save_last(s, epoch, copies=[s.paths.epoch_checkpoint(epoch)] if keep else [])
+            if new_best is not None:  # after last.pt, which names the epoch best.pt holds
+                write_best(s.paths, dict(vars(s.model.config)), s.tested.state_dict(), new_best)
+            if s.clock is not None:
+                s.clock.epoch_end_finished()
             if s.main:
                 s.log(epoch_line(row))
                 shown = s.data.y_test[:N_SHOWN] if s.model.conditional else None
-                s.tracker.log_epoch(epoch, row, s.model, x_test[:N_SHOWN], shown)
-            if stop.signum is not None and epoch < s.config.epochs:
+                s.tracker.log_epoch(epoch, row, s.tested, x_test[:N_SHOWN], shown)
+            if final:
+                break
+            if stop.signum is not None:
                 raise _interrupted(stop.signum, s.paths.root, epoch + 1, 0)
+            epoch += 1
+    if s.clock is not None and s.main:
+        summary = _budget_summary(s, row)
+        record_budget(s.paths, summary)
+        s.log(summary_line(s.config.time_budget, summary))
     s.tracker.close()
+
+
+def _budget_summary(s: Session, last: dict[str, Any]) -> dict[str, Any]:
+    """What a --time-budget run did, for config.json and the line printed at its end."""
+    per_epoch = (len(s.data.x_train) + s.config.batch_size - 1) // s.config.batch_size
+    return {
+        "minutes": s.config.time_budget,
+        "seconds": round(s.clock.elapsed(), 3),
+        "epochs": last["epoch"],
+        "steps": s.clock.steps,
+        "last_epoch_steps": last.get("steps", per_epoch),
+        "steps_per_epoch": per_epoch,
+    }
 
 
 def train_epoch(
@@ -262,13 +349,17 @@ def train_epoch(
     stop: GracefulStop | None = None,
     world: World = World(),
     labels: Tensor | None = None,
+    clock: BudgetClock | None = None,
 ) -> dict[str, float]:
     """One pass over ``x`` (and its ``labels``, for a conditional model) in the epoch's
     permutation, one ``step_fn`` call per batch; per-sample averages of the terms.
 
     ``resume_from`` continues a pass interrupted at a step boundary; ``stop`` is polled
     after every step and raises StopRequested with the progress so far. On several ranks
-    each takes its slice of every global batch and the sums are added over ranks."""
+    each takes its slice of every global batch and the sums are added over ranks. Under
+    a ``clock`` (--time-budget) the schedules follow it and the pass ends after the step
+    that spends it: the averages are then over the images seen, and ``steps`` says how
+    many steps of the pass ran."""
     step_fn.model.train()
     n, batch_size = len(x), config.batch_size
     steps = (n + batch_size - 1) // batch_size
@@ -277,29 +368,43 @@ def train_epoch(
     # Saved sums are global (added over ranks), so only one rank starts from them.
     sums = torch.tensor(state.sums if world.is_main else [0.0] * 3, dtype=torch.float64)
     sums = sums.to(x.device)
-    weights = step_kl_weights(config, epoch, steps, x.device)
+    weights = step_kl_weights(config, epoch, steps, x.device) if clock is None else None
+    rates = step_lr_factors(config, epoch, steps) if clock is None else None
     bar = tqdm(
         total=steps,
         initial=state.step,
-        desc=f"epoch {epoch}/{config.epochs}",
+        desc=f"epoch {epoch}" + (f"/{config.epochs}" if config.epochs is not None else ""),
         leave=False,
         disable=None if progress else True,  # None: off when stderr is not a terminal
         unit="step",
         file=sys.stderr,
     )
     t0 = time.perf_counter()
+    done = steps
     for step in range(state.step, steps):
+        if clock is not None:
+            weight, rate = budget_step_settings(config, epoch, clock.share(), x.device)
+        else:
+            weight, rate = weights[step], None if rates is None else rates[step]
+        if rate is not None:
+            for group in step_fn.optimizer.param_groups:
+                group["lr"] = config.lr * rate
         batch = rank_slice(perm[step * batch_size : (step + 1) * batch_size], world)
         xb = x.index_select(0, batch)  # a row gather: several times faster than x[batch]
         if config.binarize == "dynamic":  # a fresh binary image per visit (Burda et al.)
             xb = torch.bernoulli(xb)
         yb = None if labels is None else labels.index_select(0, batch)
-        sums += step_fn(xb, weights[step], epoch, step, yb)
+        sums += step_fn(xb, weight, epoch, step, yb)
         adjust_threads()  # fewer threads while other processes need the cores (--threads auto)
         if progress and step_fn.check and (step % 10 == 0 or step == steps - 1):
             seen = min(n, (step + 1) * batch_size) / world.size
             bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")
         bar.update()
+        if clock is not None:
+            clock.steps += 1
+            if clock.spent():
+                done = step + 1
+                break
         stopping = stop is not None and stop.signum is not None
         # Ranks agree on stopping through a collective: every STOP_POLL_STEPS steps, not
         # every step, so a GPU job does not wait for the host each step.
@@ -310,11 +415,15 @@ def train_epoch(
             total = sum_over_ranks(sums, world).tolist()
             raise StopRequested(EpochProgress(epoch, step + 1, total, seconds))
     bar.close()
-    loss, rec, kl = (sum_over_ranks(sums, world) / n).tolist()
+    seen = min(n, done * batch_size)  # n unless a --time-budget ended the pass early
+    loss, rec, kl = (sum_over_ranks(sums, world) / seen).tolist()
     if not np.isfinite(loss):
-        raise divergence(epoch, steps - 1, "loss")
+        raise divergence(epoch, done - 1, "loss")
     seconds = state.seconds + time.perf_counter() - t0
-    return {"train_loss": loss, "train_recon": rec, "train_kl": kl, "train_seconds": seconds}
+    row = {"train_loss": loss, "train_recon": rec, "train_kl": kl, "train_seconds": seconds}
+    if clock is not None:
+        row.update(steps=done, budget_seconds=clock.elapsed())
+    return row
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
@@ -329,7 +438,7 @@ def step_kl_weights(
     """The KL weight of each step of ``epoch``: beta throughout, or under --kl-warmup one
     value per step (``kl_weight``) on the device, a tensor for torch.compile and no copy
     per step."""
-    if config.kl_warmup <= 0:
+    if share_of_run(config.kl_warmup, config.epochs) <= 0:
         return [kl_weight(config, epoch)] * steps
     weights = [kl_weight(config, epoch, s / steps) for s in range(steps)]
     return torch.tensor(weights, dtype=torch.float32, device=device)
@@ -337,14 +446,22 @@ def step_kl_weights(
 
 def save_last(s: Session, epoch: int, copies: list[Path] = (), **extra: Any) -> None:
     """checkpoints/last.pt: weights, optimiser, every rank's RNG states, the epoch done
-    (``partial``: how far the next one got). Every rank takes part; rank 0 writes, the
-    ``copies`` (--keep-every's) first, so a crash never leaves last.pt without them."""
+    (``partial``: how far the next one got); under --ema "model" is the average and
+    "model_raw" the trained weights; the best epoch so far (--val-size) and the budget
+    spent (--time-budget). Every rank takes part; rank 0 writes, the ``copies``
+    (--keep-every's) first, so a crash never leaves last.pt without them."""
     rngs = gather_objects(rng_state(), s.world)
     if s.main:
+        if s.average is not None:
+            extra.update(model_raw=s.model.state_dict(), ema_updates=s.average.updates)
+        if s.best is not None:
+            extra.update(best=s.best)
+        if s.clock is not None:
+            extra.update(budget=s.clock.state())
         data = encode_checkpoint(
             config=s.config.to_dict(),
             model_config=dict(vars(s.model.config)),
-            model=s.model.state_dict(),
+            model=s.tested.state_dict(),
             optimizer=s.optimizer.state_dict(),
             rng=rngs[0],
             rng_ranks=rngs,

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# What torch.optim.Adam(lr=lr, fused=True) keeps in a parameter group, besides its params.
+# What torch.optim.Adam(lr=lr, fused=True) keeps in a parameter group, besides its params
+# (eps: the default; --adam-eps replaces it).
 ADAM_GROUP = {
     "betas": (0.9, 0.999),
     "eps": 1e-8,
@@ -39,11 +40,11 @@ class FusedAdam:
     lecture's 636k weights takes on a 2-core CPU (docs/benchmarks.md). ``make_optimizer``
     uses torch's Adam wherever this class does not apply (a GPU, other dtypes)."""
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float) -> None:
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> None:
         self.params = list(params)
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in self.params):
             raise ValueError("FusedAdam steps float32 CPU parameters only")
-        self.param_groups = [{"lr": lr, **ADAM_GROUP, "params": self.params}]
+        self.param_groups = [{"lr": lr, **ADAM_GROUP, "eps": eps, "params": self.params}]
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -134,7 +135,7 @@ class FusedAdam:
 Optimizer = torch.optim.Optimizer | FusedAdam
 
 
-def make_optimizer(model: nn.Module, lr: float) -> Optimizer:
+def make_optimizer(model: nn.Module, lr: float, eps: float = 1e-8) -> Optimizer:
     """Adam with torch's fused kernel (one pass over all parameters, ~15% of a CPU epoch of
     the lecture's model saved: docs/benchmarks.md): ``FusedAdam`` for float32 CPU weights,
     else ``torch.optim.Adam(fused=True)``, else the default Adam where this PyTorch or
@@ -142,14 +143,14 @@ def make_optimizer(model: nn.Module, lr: float) -> Optimizer:
 
     Under --precision bf16 it still steps the float32 weights: autocast casts them for
     the matmuls. (A bfloat16 copy of the weights with these as master weights, which saves
-    those casts, was no faster here: docs/benchmarks.md.)"""
+    those casts, was no faster here: docs/benchmarks.md.) ``eps``: Adam's epsilon."""
     params = list(model.parameters())
     if hasattr(torch, "_fused_adam_"):
         try:
-            return FusedAdam(params, lr)
+            return FusedAdam(params, lr, eps)
         except ValueError:
             pass
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
     except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, eps=eps)

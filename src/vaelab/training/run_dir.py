@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vaelab.checksums import read_json, seal_json, sealed_line
-from vaelab.config import TrainConfig
+from vaelab.config import DEFAULT_EPOCHS, TrainConfig
 from vaelab.data.datasets import Dataset
 from vaelab.errors import DamagedFileError, StorageError, VaelabError
 from vaelab.fileio import (
@@ -40,6 +40,7 @@ from vaelab.fileio import (
 )
 from vaelab.lock import RunLock
 from vaelab.run import N_SHOWN, RunPaths, read_metrics, read_run_config
+from vaelab.training.budget import budget_left
 from vaelab.training.checkpoint import load_checkpoint
 from vaelab.training.distributed import World
 
@@ -106,9 +107,13 @@ def run_bytes(
     """What epochs ``start``..E and the final figures will keep on disk, generously, by
     kind: last.pt and the temporary copy of each rewrite, the --keep-every copies, each
     cached epoch's weights, latents, reconstruction figure and embeddings, the final
-    figures and report.html (which holds them again), TensorBoard logs."""
-    epochs = range(start, config.epochs + 1)
-    cached = [e for e in config.cached_epochs() if e >= start]
+    figures and report.html (which holds them again), TensorBoard logs; best.pt
+    (--val-size); a --time-budget run is counted as DEFAULT_EPOCHS more epochs."""
+    last = config.epochs if config.epochs is not None else start + DEFAULT_EPOCHS
+    epochs = range(start, last + 1)
+    cached = [e for e in config.cached_epochs() if start <= e <= last]
+    if config.epochs is None and config.embed_epochs is None:
+        cached.append(last)  # a budget run caches its last epoch, whichever it is
     kept = [e for e in epochs if config.keep_every and e > 0 and e % config.keep_every == 0]
     n_test, pixels = data.x_test.shape[0], math.prod(data.input_shape)
     latents = n_test * (8 * config.latent_dim + 8) + 2 * N_SHOWN * pixels * 4
@@ -116,8 +121,10 @@ def run_bytes(
     figures = FIGURE_BYTES * (len(cached) + FINAL_FIGURES)
     logs = len(epochs) * (2 * N_SHOWN * pixels + (64 << 10)) if config.tensorboard else 0
     full, weights = checkpoint_bytes(model), weight_bytes(model)
+    full += weights if config.ema is not None else 0  # the trained weights besides
+    best = 2 * weights if config.val_size else 0  # best.pt and its temporary copy
     return {
-        "checkpoints": full * (2 + len(kept)) + weights * len(cached),
+        "checkpoints": full * (2 + len(kept)) + weights * len(cached) + best,
         "latents": latents * len(cached),
         "figures, embeddings and report": 2 * figures + embeddings * len(cached),
         "TensorBoard": logs,
@@ -177,6 +184,13 @@ def update_run_config(paths: RunPaths, config: TrainConfig, world_size: int = 1)
         atomic_write_json(paths.config, seal_json(meta))
 
 
+def record_budget(paths: RunPaths, summary: dict[str, Any]) -> None:
+    """Record in config.json what a --time-budget run did: epochs, steps, seconds."""
+    meta, _ = read_json(paths.config)
+    meta["budget"] = summary
+    atomic_write_json(paths.config, seal_json(meta))
+
+
 def mark_finished(paths: RunPaths) -> None:
     """Record in config.json that every epoch and the final figures are done."""
     meta, _ = read_json(paths.config)
@@ -214,9 +228,10 @@ def open_run(
     device: str | None,
     world: World = World(),
     from_epoch: int | None = None,
+    time_budget: float | None = None,
 ) -> RunState:
     """A new run directory, or the saved settings and last checkpoint of ``resume`` (or
-    its checkpoint of epoch ``from_epoch``). Resuming, rank 0 takes the run's writer lock
+    its checkpoint of epoch ``from_epoch``; ``epochs`` or ``time_budget`` a new length). Resuming, rank 0 takes the run's writer lock
     here (a new run's, once its folder exists: ``claim_run_dir``); ``train`` releases it."""
     if resume is None:
         if from_epoch is not None:
@@ -236,7 +251,7 @@ def open_run(
     if world.is_main:
         lock.acquire()
     try:
-        return _resumed(root, epochs, device, world, from_epoch, lock)
+        return _resumed(root, epochs, device, world, from_epoch, lock, time_budget)
     except BaseException:
         lock.release()
         raise
@@ -249,12 +264,20 @@ def _resumed(
     world: World,
     from_epoch: int | None,
     lock: RunLock,
+    time_budget: float | None = None,
 ) -> RunState:
     meta = read_run_config(root)  # again, under the lock
     if world.is_main:
         remove_stale_temp_files(root)  # left by a process killed mid-write
     saved = dict(meta["config"])
-    saved.update({k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None})
+    by_budget = saved.get("time_budget") is not None
+    if (epochs is not None and by_budget) or (time_budget is not None and not by_budget):
+        have, other = ("--time-budget", "--epochs") if by_budget else ("--epochs", "--time-budget")
+        raise VaelabError(
+            f"{root} was started with {have}; resume it with a new {have}, not {other}"
+        )
+    changes = (("epochs", epochs), ("device", device), ("time_budget", time_budget))
+    saved.update({k: v for k, v in changes if v is not None})
     config = TrainConfig.from_dict(saved)
     paths = RunPaths(root)
     source = paths.last if from_epoch is None else paths.epoch_checkpoint(from_epoch)
@@ -275,9 +298,19 @@ def _resumed(
     partial = ckpt.get("partial")
     start = int(partial["epoch"]) if partial else int(ckpt["epoch"]) + 1
     state = RunState(config, root, start, ckpt, meta, source=source, lock=lock)
-    if start > config.epochs and "finished" not in meta:  # killed while drawing the figures
+    if config.time_budget is not None:
+        ended = not budget_left(config.time_budget, ckpt.get("budget"))
+    else:
+        ended = start > config.epochs
+    if ended and "finished" not in meta:  # killed while drawing the figures
         state.finish_only = True
-    elif start > config.epochs:
+    elif ended and config.time_budget is not None:
+        spent = ckpt["budget"]["seconds"] / 60
+        raise VaelabError(
+            f"{root} already spent its time budget ({spent:.2f} of {config.time_budget:g} "
+            f"min); pass --time-budget M (M > {spent:.2f}) to train longer"
+        )
+    elif ended:
         raise VaelabError(
             f"{root} already finished epoch {start - 1} of {config.epochs}; "
             f"pass --epochs N (N > {start - 1}) to train longer"

@@ -17,6 +17,7 @@ from vaelab.errors import DivergenceError, SettingError
 from vaelab.models import LatentModel
 from vaelab.objectives import objective_terms
 from vaelab.training.distributed import World
+from vaelab.training.ema import WeightAverage
 from vaelab.training.optim import Optimizer
 
 
@@ -75,8 +76,8 @@ def step_loss_module(
 
 class TrainStep:
     """``step(xb, weight, epoch, index, labels)``: the loss of one batch (its labels for a
-    conditional model, else None), its gradient and Adam's update; returns the batch's
-    sums of (loss, recon, kl).
+    conditional model, else None), its gradient, Adam's update and under --ema the moving
+    average's (``average``); returns the batch's sums of (loss, recon, kl).
 
     The loss is summed over the batch, as in the lecture (Adam is insensitive to scale).
     On several ranks DDP averages gradients; scaling the loss by the world size makes that
@@ -89,9 +90,11 @@ class TrainStep:
         config: TrainConfig,
         dev: torch.device,
         world: World = World(),
+        average: WeightAverage | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
+        self.average = average
         self.loss = step_loss_module(model, config, dev, world)
         self.autocast = torch.autocast(
             dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
@@ -124,6 +127,8 @@ class TrainStep:
         # Unclipped, a non-finite gradient makes the next step's loss (or the epoch's test
         # loss, checked before the checkpoint is written) non-finite: no per-step norm.
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update()
         return batch_sums.detach()
 
 
