@@ -228,11 +228,13 @@ def next_threads(current: int, allowed: int, calm: int, raise_after: int) -> tup
 def step_shape(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings of ``SHAPE_FIELDS`` with TrainConfig's defaults filled in (read from
     the dataclass's fields: building a TrainConfig would import torch)."""
-    from vaelab.config import TrainConfig
+    from vaelab.config import LECTURE_LATENT_DIM, TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     values = {**defaults, **{k: v for k, v in settings.items() if k in defaults}}
     shape = {k: values[k] for k in SHAPE_FIELDS}
+    if shape["latent_dim"] is None:  # the model's own default; only a key, with "model" in it
+        shape["latent_dim"] = LECTURE_LATENT_DIM
     if shape["hidden"] is None and isinstance(shape["latent_dim"], int):
         shape["hidden"] = shape["latent_dim"] ** 2  # TrainConfig's d^2
     return shape
