@@ -22,6 +22,7 @@ MODULES = {
     "vaelab.training.threads": 2,
     "vaelab.training.calibrate": 2,
     "vaelab.models.priors": 3,
+    "vaelab.presets": 1,
     "vaelab.training.schedules": 4,
     "vaelab.training.ema": 1,
 }

@@ -172,6 +172,15 @@ class TrainConfig:
         "Bernoulli-binarised pixels: dynamic re-samples each batch (default {default})",
         choices=BINARIZE_CHOICES,
     )
+    # a name of vaelab.presets.PRESETS; TrainConfig.from_preset (and `vaelab train --preset`)
+    # fills the other settings from it, here it is the record of where they came from
+    preset: str | None = setting(
+        None,
+        MODEL,
+        "a named recipe (see `vaelab presets`): its settings, with the flags given here "
+        "winning (a given --epochs or --time-budget replaces the preset's length)",
+        metavar="NAME",
+    )
     # a name of vaelab.models.MODELS, checked when the config is made (no choices here:
     # the registry imports torch, and `vaelab train --help` must not)
     model: str = setting("vae", MODEL, "model name, see `vaelab models` (default {default})")
@@ -418,8 +427,20 @@ class TrainConfig:
         if self.likelihood == "mse":
             self.recon = "mse"
 
+    @classmethod
+    def from_preset(cls, name: str, **given: Any) -> TrainConfig:
+        """The config of preset ``name`` (``vaelab.presets``) with the settings ``given``
+        winning, e.g. ``TrainConfig.from_preset("burda-vae", epochs=5)``."""
+        from vaelab.presets import preset_settings
+
+        return cls(**preset_settings(name, given))
+
     def validate(self) -> None:
         """Raise SettingError naming the first invalid setting."""
+        if self.preset is not None:
+            from vaelab.presets import PRESETS
+
+            check_choice("preset", self.preset, PRESETS)
         for name in ("latent_dim", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

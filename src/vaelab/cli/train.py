@@ -121,6 +121,10 @@ def run_settings(given: dict) -> dict:
     given, or for --resume the run's saved ones (with --epochs/--device as given)."""
     settings = {k: v for k, v in given.items() if k not in RUN_ONLY and k not in NOT_GIVEN}
     settings.pop("nproc", None)
+    if "preset" in settings and "resume" not in given:
+        from vaelab.presets import preset_settings
+
+        settings = preset_settings(settings.pop("preset"), settings)
     if "resume" in given:
         from vaelab.checksums import read_json
 
@@ -178,7 +182,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = None
     else:
-        config = TrainConfig(**{k: v for k, v in given.items() if k not in RUN_ONLY})
+        settings = {k: v for k, v in given.items() if k not in RUN_ONLY}
+        if "preset" in settings:
+            config = TrainConfig.from_preset(settings.pop("preset"), **settings)
+        else:
+            config = TrainConfig(**settings)
     if nproc > 1 and "time_budget" in given:
         raise VaelabError("--time-budget trains in one process for now; drop --nproc")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -245,6 +253,13 @@ def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
     return launch(nproc, argv)
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from vaelab.presets import preset_lines
+
+    print("\n".join(preset_lines()))
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from vaelab.models import MODELS
 
@@ -274,6 +289,12 @@ def register(command) -> None:
     p.set_defaults(prepare=prepare_train)
     add_train_arguments(p)
     command("models", cmd_models, "list the registered models")
+    command(
+        "presets",
+        cmd_presets,
+        "list the named training recipes of --preset: what each is, its source, what it "
+        "reached here",
+    )
     p = command("data", cmd_data, "load a dataset (filling the cache) and print its statistics")
     p.add_argument(
         "--dataset", default="mnist", help="mnist, fashion-mnist, an IDX folder or an .npz"

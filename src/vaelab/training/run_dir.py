@@ -155,11 +155,13 @@ def write_run_config(
     world_size: int = 1,
 ) -> None:
     from vaelab import __version__
+    from vaelab.presets import describe_preset
 
     meta = {
         "vaelab_version": __version__,
         "torch_version": torch.__version__,
         "config": config.to_dict(),
+        "preset": describe_preset(config),  # None, or the preset and what the flags overrode
         "model_config": {
             k: list(v) if isinstance(v, tuple) else v for k, v in model_config.items()
         },
