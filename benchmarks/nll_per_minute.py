@@ -1,0 +1,140 @@
+"""Test NLL against minutes of training: presets under a wall-clock budget, then scored.
+
+    .venv/bin/python benchmarks/nll_per_minute.py [--presets fast-nll,lecture,burda-vae]
+        [--minutes 5,15,30,60] [--threads 2] [--k 5000] [--root runs/nll-per-minute]
+        [--out benchmarks/results/nll_per_minute.jsonl] [--figure docs/figures/nll-per-minute.png]
+
+Each (preset, minutes) pair is one ``vaelab train --preset NAME --time-budget MINUTES``
+run (``lecture`` is the lecture's model and settings on the same dynamically binarised
+MNIST: ``--binarize dynamic`` and nothing else), so every learning-rate schedule is laid
+out over its own budget, then ``vaelab evaluate`` with K importance samples on the full
+test set. A row per run goes to ``--out`` (JSON lines: the preset, the budget, the epochs
+and steps it did, the seconds, the NLL and its standard error, the CPU and its measured
+matmul peak); a finished run in ``--root`` is scored again, not retrained. ``--figure``
+draws NLL against minutes from every row in ``--out``. ``--taskset CPUS`` pins the runs
+(e.g. ``--taskset 1 --threads 1``: one core of the machine, the other left to other work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import cpu_model, matmul_peak
+
+ROOT = Path(__file__).resolve().parents[1]
+VAELAB = [sys.executable, "-m", "vaelab"]
+LECTURE = "lecture"  # not a preset: the lecture's settings on binarised MNIST
+
+
+def train_command(preset: str, minutes: float, out: Path, threads: str) -> list[str]:
+    settings = ["--binarize", "dynamic"] if preset == LECTURE else ["--preset", preset]
+    return [
+        *VAELAB, "train", *settings, "--time-budget", str(minutes), "--out", str(out),
+        "--threads", threads, "--quiet",
+    ]  # fmt: skip
+
+
+def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
+    out = Path(args.root) / f"{preset}-{minutes:g}min"
+    pin = ["taskset", "-c", args.taskset] if args.taskset else []
+    started = time.perf_counter()
+    if not (out / "checkpoints" / "last.pt").exists():
+        subprocess.run(
+            [*pin, *train_command(preset, minutes, out, args.threads)], check=True, cwd=ROOT
+        )
+    trained = time.perf_counter() - started
+    eval_started = time.perf_counter()
+    subprocess.run(
+        [*pin, *VAELAB, "evaluate", str(out), "--iw-samples", str(args.k), "--no-sample-scores"],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    evaluated = time.perf_counter() - eval_started
+    meta = json.loads((out / "config.json").read_text())
+    result = json.loads((out / "eval.json").read_text())
+    budget = meta.get("budget") or {}
+    return {
+        "preset": preset,
+        "minutes": minutes,
+        "epochs": budget.get("epochs"),
+        "steps": budget.get("steps"),
+        "train_seconds": budget.get("seconds"),
+        "wall_seconds_this_call": round(trained, 1),
+        "eval_seconds": round(evaluated, 1),
+        "nll": result.get("nll_iwae"),
+        "nll_se": result.get("nll_iwae_se"),
+        "k": args.k,
+        "threads": args.threads,
+        "taskset": args.taskset,
+        "cpu": cpu_model(),
+        "load_average": os.getloadavg(),
+        "run": str(out),
+    }
+
+
+def draw(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for preset in sorted({r["preset"] for r in rows}):
+        mine = sorted((r for r in rows if r["preset"] == preset), key=lambda r: r["minutes"])
+        ax.errorbar(
+            [r["minutes"] for r in mine],
+            [r["nll"] for r in mine],
+            yerr=[r["nll_se"] or 0 for r in mine],
+            marker="o",
+            capsize=3,
+            label=preset,
+        )
+    ax.axhline(86.76, color="grey", ls="--", lw=1, label="Burda et al. VAE (3280 epochs)")
+    ax.axhline(84.78, color="grey", ls=":", lw=1, label="Burda et al. IWAE k=50")
+    ax.set_xscale("log")
+    ax.set_xlabel("training budget (minutes, wall clock)")
+    ax.set_ylabel("test NLL, K = 5000 (nats)")
+    ax.set_title("Dynamically binarised MNIST: NLL per minute of CPU training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default=f"fast-nll,{LECTURE}")
+    p.add_argument("--minutes", default="5,15,30,60")
+    p.add_argument("--threads", default="auto")
+    p.add_argument("--taskset", default=None, metavar="CPUS")
+    p.add_argument("--k", type=int, default=5000)
+    p.add_argument("--root", default="runs/nll-per-minute")
+    p.add_argument("--out", default="benchmarks/results/nll_per_minute.jsonl")
+    p.add_argument("--figure", default=None)
+    args = p.parse_args()
+    print(f"cpu: {cpu_model()}, {os.cpu_count()} cores")
+    import torch
+
+    print(f"fp32 matmul peak: {matmul_peak(torch.float32):.0f} GFLOP/s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for preset in args.presets.split(","):
+        for minutes in (float(m) for m in args.minutes.split(",")):
+            row = run_one(preset, minutes, args)
+            print(json.dumps(row))
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    if args.figure:
+        rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        draw(rows, Path(args.figure))
+
+
+if __name__ == "__main__":
+    main()
