@@ -11,6 +11,7 @@ from vaelab.checksums import read_json
 from vaelab.config import TrainConfig
 from vaelab.errors import SettingError
 from vaelab.evaluation.evaluate import evaluate_run, evaluation_device
+from vaelab.lock import RunLock
 from vaelab.training.distributed import World
 from vaelab.training.loop import train
 
@@ -83,6 +84,9 @@ def test_bad_arguments_are_refused_before_any_process_starts(capsys, finished_cl
     assert_one_line_error(code, err, match="split")
     code, _, err = call_cli(capsys, "evaluate", str(finished_cli_run / "nothing"), "--nproc", "2")
     assert_one_line_error(code, err)
+    with RunLock(finished_cli_run):  # a run another process is writing
+        code, _, err = call_cli(capsys, "evaluate", str(finished_cli_run), "--nproc", "2")
+    assert_one_line_error(code, err, match="being written by another process")
 
 
 def test_ranks_use_gpus_only_when_there_is_one_each(monkeypatch):

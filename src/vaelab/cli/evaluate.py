@@ -100,6 +100,7 @@ def _launch_evaluation(args: argparse.Namespace) -> int:
     (``vaelab.training.distributed.launch``), after the checks that would otherwise fail
     in every rank at once."""
     from vaelab.evaluation.evaluate import check_arguments, evaluation_device
+    from vaelab.lock import RunLock
     from vaelab.run import load_run
     from vaelab.training.distributed import World, launch, strip_nproc
 
@@ -108,6 +109,8 @@ def _launch_evaluation(args: argparse.Namespace) -> int:
     )
     load_run(args.run)
     evaluation_device(args.device, World(0, args.nproc), local_size=args.nproc)
+    with RunLock(args.run):  # free now? (rank 0 takes it again for the whole evaluation)
+        pass
     return launch(args.nproc, strip_nproc(args.argv))
 
 
