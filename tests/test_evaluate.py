@@ -11,9 +11,10 @@ from conftest import make_arrays, train_tiny_run
 from vaelab.checksums import read_json
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
+from vaelab.evaluation import bounds
 from vaelab.evaluation.bounds import active_units, iwae_estimate, latent_usage, mutual_information
 from vaelab.evaluation.evaluate import evaluate_run, format_result
-from vaelab.models import LatentModel
+from vaelab.models import LatentModel, build_model
 from vaelab.training.loop import train
 
 
@@ -122,7 +123,7 @@ def test_estimate_does_not_increase_with_k_on_average():
     assert means[-1] >= float(-exact_log_px(model, PATTERNS).mean()) - 1e-2
 
 
-def test_chunking_over_samples_and_images_is_exact_when_weights_are_constant():
+def test_chunking_over_samples_and_images_is_exact_when_weights_are_constant(monkeypatch):
     """With a decoder that ignores z and q = p(z), every log-weight equals log p(x):
     any chunking must return exactly that, whatever K."""
     model = TwoPixelToy()
@@ -131,9 +132,66 @@ def test_chunking_over_samples_and_images_is_exact_when_weights_are_constant():
         model.enc.weight.zero_()
         model.enc.bias.zero_()
     truth = -exact_log_px(model, PATTERNS).float()
-    for k, batch, chunk in [(1, 4, None), (10, 3, 3), (7, 1, 2), (64, 4, 64)]:
-        est = iwae_estimate(model, PATTERNS, k, batch_size=batch, sample_chunk=chunk)["nll_iwae"]
+    for k, batch, rows in [(1, 4, 4096), (10, 3, 3), (7, 1, 2), (64, 4, 64)]:
+        monkeypatch.setitem(bounds.ROWS_PER_CHUNK, "cpu", rows)  # samples per draw
+        est = iwae_estimate(model, PATTERNS, k, batch_size=batch)["nll_iwae"]
         torch.testing.assert_close(est.float(), truth, atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------ per-image noise: (seed, index) only
+@pytest.fixture(scope="module")
+def small_vae_and_images():
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=(30,), latent_dim=3, hidden=16)  # untrained
+    return model, torch.rand(230, 30).bernoulli()  # 2.3 groups of NOISE_GROUP images
+
+
+def test_an_images_samples_do_not_depend_on_batch_size_or_sharding(small_vae_and_images):
+    model, x = small_vae_and_images
+    whole = iwae_estimate(model, x, 50, batch_size=100, seed=3)
+    for batch in (1, 7, 128):
+        other = iwae_estimate(model, x, 50, batch_size=batch, seed=3)
+        for name in ("nll_iwae", "recon", "kl", "mu"):
+            torch.testing.assert_close(other[name], whole[name], rtol=1e-12, atol=0)
+    # a contiguous shard that knows where it starts, as a rank scores it
+    middle = iwae_estimate(model, x[60:170], 50, batch_size=6, seed=3, first_index=60)
+    torch.testing.assert_close(middle["nll_iwae"], whole["nll_iwae"][60:170], rtol=1e-12, atol=0)
+    # ...and the same images under another index or seed get other samples
+    moved = iwae_estimate(model, x[60:170], 50, batch_size=6, seed=3, first_index=0)
+    assert not torch.allclose(moved["nll_iwae"], whole["nll_iwae"][60:170])
+    reseeded = iwae_estimate(model, x, 50, seed=4)["nll_iwae"]
+    assert not torch.allclose(reseeded, whole["nll_iwae"])
+
+
+def test_the_blocks_of_samples_of_one_image_are_combined_exactly(small_vae_and_images):
+    """An image's group of NOISE_GROUP images (padded with blank ones) is scored with one
+    generator, K = 2.5 draws of ROWS_PER_CHUNK / NOISE_GROUP samples, and the estimate is
+    the logsumexp over all K of the image's log-weights."""
+    from vaelab.objectives import log_weights
+
+    model, x = small_vae_and_images
+    group = bounds.NOISE_GROUP
+    per_draw = bounds.ROWS_PER_CHUNK["cpu"] // group
+    k = 2 * per_draw + per_draw // 2
+    # x[5] alone, as the 6th image of the second group: the others are blank
+    est = iwae_estimate(model, x[5:6], k, seed=11, first_index=group + 5)["nll_iwae"]
+    with torch.no_grad():
+        padded = torch.zeros(group, x.shape[1])
+        padded[5] = x[5]
+        g = torch.Generator().manual_seed(bounds.group_seed(11, 1))
+        posterior = model.posterior(padded)
+        draws = [log_weights(model, padded, posterior, s, g) for s in (per_draw, per_draw, k // 5)]
+        log_w = torch.cat([p.log_px_given_z + p.log_pz - p.log_qz for p in draws])  # (K, G)
+        expected = -(torch.logsumexp(log_w[:, 5].double(), 0) - math.log(k))
+    torch.testing.assert_close(est, expected[None], rtol=1e-12, atol=0)
+
+
+def test_without_a_seed_the_generator_chooses_one(small_vae_and_images):
+    model, x = small_vae_and_images
+    a = iwae_estimate(model, x, 5, generator=torch.Generator().manual_seed(0))["nll_iwae"]
+    b = iwae_estimate(model, x, 5, generator=torch.Generator().manual_seed(0))["nll_iwae"]
+    c = iwae_estimate(model, x, 5, generator=torch.Generator().manual_seed(1))["nll_iwae"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_rejects_bad_k_and_plain_autoencoders():

@@ -45,8 +45,9 @@ def add_eval_arguments(p: argparse.ArgumentParser, batch_flag: str) -> None:
         type=positive_int,
         default=100,
         metavar="B",
-        help="images per chunk, each with as many samples as fit in 4096 decoder rows on "
-        "CPU (default 100)",
+        help="images scored between two releases of freed memory; the numbers do not "
+        "depend on it: images are scored in fixed groups of 100, as many samples at a time "
+        "as fit in 4096 decoder rows on CPU (default 100)",
     )
     g.add_argument(
         "--n-samples",
@@ -66,8 +67,12 @@ def add_eval_arguments(p: argparse.ArgumentParser, batch_flag: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import os
+
     from vaelab.evaluation.evaluate import evaluate_run, format_result
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_evaluation(args)
     log = (lambda _msg: None) if args.quiet else print
     result = evaluate_run(
         args.run,
@@ -84,9 +89,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         n_images=args.n_images,
         checkpoint=args.checkpoint,
     )
+    if result is None:  # a rank > 0 of torchrun: rank 0 prints and writes
+        return 0
     print(format_result(result))
     log(f"wrote {args.run.rstrip('/')}/eval.json")
     return 0
+
+
+def _launch_evaluation(args: argparse.Namespace) -> int:
+    """``vaelab evaluate --nproc N ...``: the same command in N torch.distributed processes
+    (``vaelab.training.distributed.launch``), after the checks that would otherwise fail
+    in every rank at once."""
+    from vaelab.evaluation.evaluate import check_arguments, evaluation_device
+    from vaelab.lock import RunLock
+    from vaelab.run import load_run
+    from vaelab.training.distributed import World, launch, strip_nproc
+
+    check_arguments(
+        args.iw_samples, args.eval_batch_size, args.n_samples, args.binarize, args.split
+    )
+    load_run(args.run)
+    evaluation_device(args.device, World(0, args.nproc), local_size=args.nproc)
+    with RunLock(args.run):  # free now? (rank 0 takes it again for the whole evaluation)
+        pass
+    return launch(args.nproc, strip_nproc(args.argv))
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
@@ -175,6 +201,15 @@ def register(command) -> None:
         default=None,
         metavar="N",
         help="score only the first N images of the split: a quick estimate (default: all)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="share the importance-sampled NLL between N processes with torch.distributed "
+        "(gloo on CPU, NCCL with a GPU each), as torchrun --nproc-per-node N -m vaelab "
+        "evaluate ... does; the same numbers as one process (default 1)",
     )
     add_eval_arguments(p, "--batch-size")
 

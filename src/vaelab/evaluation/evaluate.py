@@ -9,7 +9,12 @@ and combined with logsumexp, so memory is bounded for any K and the time is line
 and in the number of images.
 
 The bounds, image by image, are ``vaelab.evaluation.bounds``; this module scores a run
-with them and writes RUN/eval.json. Sample quality: N prior samples z ~ p(z) (the run's
+with them and writes RUN/eval.json. Started by torchrun (or ``vaelab evaluate --nproc N``),
+every process scores a contiguous shard of the images and the per-image terms are gathered,
+so the means and standard errors are those of one process; each image's importance
+samples depend only on (seed, image index), so the numbers do not depend on the sharding.
+Rank 0 alone computes the rest (active units, mutual information, sample scores) and
+writes eval.json. Sample quality: N prior samples z ~ p(z) (the run's
 own prior: N(0, I), or a learned one), decoded to pixel means and scored by the
 dataset's classifier (``vaelab.evaluation.classifier``): mean max-softmax confidence, the fraction
 scored >= 0.9, the entropy of the predicted-class histogram, and the Fréchet distance
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,9 +37,10 @@ from torch import Tensor
 from vaelab.checksums import seal_json
 from vaelab.config import BINARIZE_CHOICES, check_choice
 from vaelab.data.datasets import Dataset, binarize_fixed
-from vaelab.errors import SettingError, StorageError, VaelabError
+from vaelab.errors import RankLostError, SettingError, StorageError, VaelabError
 from vaelab.evaluation.bounds import (
     EVAL_MI_POINTS,
+    NOISE_GROUP,
     active_units,
     autoencoder_terms,
     iwae_estimate,
@@ -43,8 +50,19 @@ from vaelab.fileio import atomic_write_json
 from vaelab.lock import RunLock
 from vaelab.models import LatentModel
 from vaelab.run import Run, load_run
+from vaelab.training.distributed import (
+    World,
+    destroy_process_group,
+    failpoint,
+    gather_objects,
+    init_process_group,
+    is_peer_failure,
+    rank_slice,
+    world_from_env,
+)
 
 SPLITS = ("test", "train", "val")  # val: the run's --val-size hold-out
+PEER_LOST_GRACE_S = 5.0  # how long a rank whose peer went away waits before it fails
 
 
 # ----------------------------------------------------------------------- a whole run
@@ -118,6 +136,32 @@ def check_arguments(
     check_choice("split", split, SPLITS)
 
 
+def sharded_iwae_terms(
+    model: LatentModel,
+    x: Tensor,
+    k: int,
+    batch_size: int,
+    seed: int,
+    progress: bool = False,
+    labels: Tensor | None = None,
+    world: World = World(),
+) -> dict[str, Tensor]:
+    """``iwae_estimate``'s per-image terms of all of ``x``, each rank scoring a contiguous
+    shard of it (the ``rank_slice`` of its groups of NOISE_GROUP images, so no group is
+    split between ranks) and every rank receiving all of them in image order: the same
+    tensors as one process with the same seed."""
+    groups = rank_slice(torch.arange(math.ceil(len(x) / NOISE_GROUP)), world)
+    terms = None
+    if len(groups):  # more ranks than groups leaves some ranks without images
+        shard = slice(int(groups[0]) * NOISE_GROUP, (int(groups[-1]) + 1) * NOISE_GROUP)
+        terms = iwae_estimate(
+            model, x[shard], k, batch_size, progress=progress,
+            labels=None if labels is None else labels[shard], seed=seed, first_index=shard.start,
+        )  # fmt: skip
+    parts = [t for t in gather_objects(terms, world) if t is not None]
+    return {name: torch.cat([t[name] for t in parts]) for name in parts[0]}
+
+
 def likelihood_fields(
     model: LatentModel,
     x: Tensor,
@@ -126,16 +170,19 @@ def likelihood_fields(
     seed: int,
     progress: bool = False,
     labels: Tensor | None = None,
-) -> dict[str, Any]:
+    world: World = World(),
+) -> dict[str, Any] | None:
     """The eval.json fields about the data's likelihood: bounds, KL, active units and
     the mutual information I(x; z) over the first EVAL_MI_POINTS images
     (``vaelab.evaluation.bounds.mutual_information``); ``labels``: those of ``x``, for a
-    conditional model.
+    conditional model. Of several ranks (``world``), each computes the bounds of its shard
+    of ``x`` and rank 0 the rest; the others get None.
 
     A plain autoencoder has no q(z|x): its bounds, KL and mutual information are None."""
     if model.stochastic:
-        g = torch.Generator(next(model.parameters()).device).manual_seed(seed)
-        t = iwae_estimate(model, x, k, batch_size, generator=g, progress=progress, labels=labels)
+        t = sharded_iwae_terms(model, x, k, batch_size, seed, progress, labels, world)
+        if not world.is_main:
+            return None
         neg_elbo = t["recon"] + t["kl"]
         fields = {
             "neg_elbo": float(neg_elbo.mean()),
@@ -149,6 +196,8 @@ def likelihood_fields(
             if model.closed_form_kl
             else None,
         }
+    elif not world.is_main:
+        return None
     else:
         t = autoencoder_terms(model, x, labels=labels)
         fields = dict.fromkeys(
@@ -183,7 +232,7 @@ def evaluate_run(
     log: Callable[[str], None] = print,
     n_images: int | None = None,
     checkpoint: str = "last",
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Evaluate a run and (``write``) save RUN/eval.json; returns the same dict.
 
     ``checkpoint``: the weights scored, ``"last"`` (checkpoints/last.pt) or ``"best"``
@@ -194,19 +243,27 @@ def evaluate_run(
     own binarisation of the scored split; ``scores=False`` skips the sample scores;
     ``n_images`` scores only the first N images of the split (all of them when None or
     more than there are): a quick estimate, e.g. in a notebook. Writing eval.json, it
-    holds the run's writer lock (vaelab.lock), and eval.json carries its checksum."""
+    holds the run's writer lock (vaelab.lock), and eval.json carries its checksum.
+
+    Started by torchrun (WORLD_SIZE in the environment), this process is one of the
+    ranks that share the importance-sampled bounds (see the module docstring): rank 0
+    holds the lock, computes everything else, writes eval.json and returns the dict; the
+    other ranks return None."""
     check_arguments(iw_samples, batch_size, n_samples, binarize, split)
     if n_images is not None and (not isinstance(n_images, int) or n_images < 1):
         raise VaelabError(f"n_images must be a positive integer or None, got {n_images!r}")
     run = run if isinstance(run, Run) else load_run(run, checkpoint=checkpoint)
+    world = world_from_env()
+    write = write and world.is_main  # one writer of eval.json: rank 0
     # One writer: a run being trained or evaluated elsewhere is refused now, not later.
     with RunLock(run.path) if write else contextlib.nullcontext():
         result = _evaluate(
             run, iw_samples, split, batch_size, binarize, n_samples, scores, data, device,
-            seed, progress, log, n_images,
+            seed, progress, log, n_images, world,
         )  # fmt: skip
-        result["checkpoint"] = checkpoint
-        if write:
+        if result is not None:
+            result["checkpoint"] = checkpoint
+        if write and result is not None:
             try:
                 atomic_write_json(run.paths.eval, seal_json(result))
             except StorageError as exc:
@@ -216,6 +273,30 @@ def evaluate_run(
                     exc.path,
                 ) from None
     return result
+
+
+def evaluation_device(
+    name: str, world: World = World(), local_size: int | None = None
+) -> torch.device:
+    """The device of this rank (``select_device``), with one GPU for each of the
+    ``local_size`` ranks of this machine (torchrun's LOCAL_WORLD_SIZE) or none: ``auto``
+    uses the CPUs (gloo) when there are fewer GPUs than local ranks, and ``cuda`` is then
+    refused rather than sharing a GPU between NCCL ranks."""
+    from vaelab.training.step import select_device
+
+    if local_size is None:
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local_size > 1 and 0 < gpus < local_size and name != "cpu":
+        if name == "cuda":
+            raise SettingError(
+                "{device} cuda with {n} processes on this machine needs {n} GPUs, PyTorch "
+                "sees {gpus}; use at most {gpus} processes or {device} cpu",
+                n=local_size,
+                gpus=gpus,
+            )
+        name = "cpu"
+    return select_device(name, world)
 
 
 def _evaluate(
@@ -232,10 +313,10 @@ def _evaluate(
     progress: bool,
     log: Callable[[str], None],
     n_images: int | None,
-) -> dict[str, Any]:
+    world: World,
+) -> dict[str, Any] | None:
     from vaelab import __version__
     from vaelab.data.datasets import load_dataset
-    from vaelab.training.step import select_device
 
     t0 = time.perf_counter()
     cfg = run.config
@@ -244,7 +325,8 @@ def _evaluate(
     mode = binarize or run.config.binarize
     x = split_images(scored, split, mode)[:n_images]
     binary = bool(((x == 0) | (x == 1)).all())
-    model = run.model.to(select_device(device))
+    dev = evaluation_device(device, world)
+    model = run.model.to(dev)
     labels = split_labels(scored, split)[:n_images] if model.conditional else None
     stochastic = model.stochastic
     likelihood = cfg.likelihood
@@ -261,8 +343,28 @@ def _evaluate(
         "prior": run.config.prior,  # the p(z) of log p(z), the KL and the sample scores
         "iw_samples": iw_samples if stochastic else None,
     }
+    init_process_group(world, dev)
+    try:
+        failpoint(world)
+        fields = likelihood_fields(
+            model, x, iw_samples, batch_size, seed, progress and world.is_main, labels, world
+        )
+    except RuntimeError as exc:
+        if world.distributed and is_peer_failure(exc):
+            # The launcher blames the first rank it sees exit: give it time (it looks every
+            # 0.1 s) to see the rank that failed and stop this one, before this one exits.
+            time.sleep(PEER_LOST_GRACE_S)
+            first = str(exc).splitlines()[0][:100]
+            raise RankLostError(f"rank {world.rank}: another rank stopped ({first})") from None
+        raise
+    finally:
+        destroy_process_group()
+    if fields is None:  # a rank > 0: its shard is with rank 0 now
+        model.cpu()
+        return None
     result.update(
-        likelihood_fields(model, x, iw_samples, batch_size, seed, progress, labels),
+        fields,
+        processes=world.size,
         seconds_likelihood=round(time.perf_counter() - t0, 2),
         sample_scores=None,
     )
