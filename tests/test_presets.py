@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import call_cli
 
 from vaelab.config import TrainConfig
 from vaelab.errors import SettingError
 from vaelab.presets import PRESETS, describe_preset, preset_lines, preset_settings
-from tests.conftest import call_cli
 
 REQUIRED = {"burda-vae", "burda-iwae-k50", "burda-iwae-2l-k50", "vamp", "fast-nll"}
 
