@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import call_cli
 
+from conftest import call_cli
 from vaelab.config import TrainConfig
 from vaelab.errors import SettingError
 from vaelab.presets import PRESETS, describe_preset, preset_lines, preset_settings
