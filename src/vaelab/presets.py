@@ -110,7 +110,8 @@ PRESETS: dict[str, Preset] = {
             "the lowest test NLL per CPU minute found here: 784-400-400-(50) tanh VAE, "
             "ELBO, batch 500, lr 3e-3 cosine-decayed over a 60-minute budget",
             "vaelab's search on 2 CPU cores (docs/results.md, 'fast-nll: how it was chosen')",
-            "see docs/results.md",
+            "89.32 nats in 5 minutes, 86.97 in 15, each on one core of a 2-core AMD EPYC "
+            "(K = 5000, 10,000 test images; docs/results.md)",
             {
                 "model": "vae",
                 "hidden": [400, 400],
