@@ -141,7 +141,8 @@ def preset_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
         (5, [200, 200], 'burda-vae')
         >>> "epochs" in preset_settings("fast-nll", {"time_budget": 5.0})
         False
-        >>> preset_settings("fast-nll", {"epochs": 3})["epochs"], "time_budget" in _
+        >>> s = preset_settings("fast-nll", {"epochs": 3})
+        >>> s["epochs"], "time_budget" in s
         (3, False)
     """
     if name not in PRESETS:
