@@ -182,12 +182,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         config = None
     else:
-        settings = {k: v for k, v in given.items() if k not in RUN_ONLY}
-        if "preset" in settings:
-            config = TrainConfig.from_preset(settings.pop("preset"), **settings)
-        else:
-            config = TrainConfig(**settings)
-    if nproc > 1 and "time_budget" in given:
+        config = TrainConfig(**run_settings(given))  # a --preset's settings filled in
+    budget = "time_budget" in given or (config is not None and config.time_budget is not None)
+    if nproc > 1 and budget:
         raise VaelabError("--time-budget trains in one process for now; drop --nproc")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_processes(nproc, args.argv, given)
