@@ -51,6 +51,14 @@ def int_list(text: str) -> list[int]:
         raise ValueError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def stored_hidden(sizes: int | Sequence[int]) -> int | list[int]:
+    """Hidden sizes as config.json keeps them: one layer an int (as earlier versions wrote
+    it), several a list. ``[400]`` -> ``400``; ``[200, 200]`` -> ``[200, 200]``."""
+    if isinstance(sizes, int):
+        return sizes
+    return sizes[0] if len(sizes) == 1 else list(sizes)
+
+
 def hidden_sizes(text: str) -> int | list[int]:
     """One hidden size or several, comma-separated (--hidden): ``"400"`` -> ``400``,
     ``"200,200"`` -> ``[200, 200]`` (one layer each, from the data side)."""
@@ -380,8 +388,8 @@ class TrainConfig:
         self._model_defaults()
         if self.hidden is None:
             self.hidden = self.latent_dim**2
-        if isinstance(self.hidden, (list, tuple)):  # one layer stays an int, as before
-            self.hidden = self.hidden[0] if len(self.hidden) == 1 else list(self.hidden)
+        if isinstance(self.hidden, (list, tuple)) and self.hidden:
+            self.hidden = stored_hidden(self.hidden)
         if self.epochs is None and self.time_budget is None:
             self.epochs = DEFAULT_EPOCHS
         if self.embed_epochs is not None:

@@ -121,12 +121,11 @@ def _images_to_tensor(x: np.ndarray, name: str) -> Tensor:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         x = x.transpose(0, 3, 1, 2)
-    if x.dtype == np.uint8:
-        out = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
-    elif np.issubdtype(x.dtype, np.number):
-        out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    else:
+    if x.dtype == np.uint8:  # finite by construction: no check (0.5 s on MNIST's 70,000)
+        return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+    if not np.issubdtype(x.dtype, np.number):
         raise VaelabError(f"{name}: expected numbers, got dtype {x.dtype}")
+    out = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if not torch.isfinite(out).all():
         raise VaelabError(f"{name}: contains NaN or infinite values; clean the data first")
     return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaelab.config import ACTIVATION_CHOICES, check_choice
+from vaelab.config import ACTIVATION_CHOICES, check_choice, stored_hidden
 from vaelab.errors import SettingError
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
 
@@ -72,8 +72,7 @@ class MLPConfig:
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
-        sizes = hidden_list(self.hidden)
-        self.hidden = sizes[0] if len(sizes) == 1 else sizes  # one layer: an int, as before
+        self.hidden = stored_hidden(hidden_list(self.hidden))
         check_choice("activation", self.activation, ACTIVATION_CHOICES)
 
     @property

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from vaelab.config import ACTIVATION_CHOICES, check_choice
+from vaelab.config import ACTIVATION_CHOICES, check_choice, stored_hidden
 from vaelab.losses import LossTerms, gaussian_kl_diag, log_normal_diag, reparameterize
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel, LogWeights
 from vaelab.models.vae import hidden_list, mlp
@@ -59,7 +59,7 @@ class TwoLayerConfig:
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
         sizes = hidden_list(self.hidden)
-        self.hidden = sizes[0] if len(sizes) == 1 else sizes
+        self.hidden = stored_hidden(sizes)
         if self.z_hidden is None:
             self.z_hidden = [self.z1_dim] * len(sizes)
         self.z_hidden = hidden_list(self.z_hidden)
