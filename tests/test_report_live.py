@@ -38,7 +38,9 @@ def runs(tmp_path_factory, mnist):
     d5 = train(cb, out=root / "d5", **quiet)
     conditional = TrainConfig(latent_dim=3, condition="label", **settings)
     cond = train(conditional, out=root / "cond", **quiet)
-    return {"d2": d2, "d5": d5, "cond": cond}
+    deep = dict(settings, hidden=[32, 32], activation="tanh")  # as the likelihood presets
+    tanh = train(TrainConfig(latent_dim=3, **deep), out=root / "tanh", **quiet)
+    return {"d2": d2, "d5": d5, "cond": cond, "tanh": tanh}
 
 
 def python_decode(run_dir: Path, z, label: int | None = None) -> np.ndarray:
@@ -76,6 +78,18 @@ def test_a_conv_decoder_or_a_large_one_points_to_vaelab_serve(tmp_path, runs, mo
     assert "51,152 parameters, more than the 1,000" in text and "vaelab serve" in text
 
 
+def test_a_deeper_tanh_decoder_is_embedded_with_its_activation(runs, monkeypatch):
+    payload, why = live.decoder_payload(load_run(runs["tanh"]))
+    assert why == "" and payload["activation"] == "tanh"
+    assert [(layer["rows"], layer["cols"]) for layer in payload["layers"]] == [
+        (32, 3), (32, 32), (784, 32)
+    ]  # fmt: skip
+    # a decoder the page would not reproduce (here: a ReLU run as if it were tanh) is refused
+    monkeypatch.setitem(live.TORCH_ACTIVATIONS, "relu", torch.tanh)
+    payload, why = live.decoder_payload(load_run(runs["d2"]))
+    assert payload is None and "is not an MLP from z with one of the activations" in why
+
+
 def test_the_embedded_json_cannot_end_its_script_element():
     assert live._script_json({"a": "</script><b>"}) == '{"a":"\\u003c/script>\\u003cb>"}'
     assert json.loads(live._script_json({"a": "</script>"})) == {"a": "</script>"}
@@ -89,7 +103,9 @@ def reports(runs):
     d5.write_text(page("live", [("live", "Live", live.section(load_run(runs["d5"])))]))
     cond = runs["cond"] / "live.html"
     cond.write_text(page("live", [("live", "Live", live.section(load_run(runs["cond"])))]))
-    return {"d2": d2, "d5": d5, "cond": cond}
+    tanh = runs["tanh"] / "live.html"
+    tanh.write_text(page("live", [("live", "Live", live.section(load_run(runs["tanh"])))]))
+    return {"d2": d2, "d5": d5, "cond": cond, "tanh": tanh}
 
 
 class Panel:
@@ -203,5 +219,28 @@ def test_a_conditional_run_decodes_with_the_picked_label(browser, runs, reports)
     np.testing.assert_allclose(as_seven, python_decode(run, panel.z(), 7), atol=TOLERANCE)
     ARTIFACTS.mkdir(exist_ok=True)
     panel.page.screenshot(path=str(ARTIFACTS / "report-live-conditional.png"), full_page=True)
+    assert panel.errors == [] and panel.foreign == []
+    panel.context.close()
+
+
+def test_a_tanh_decoder_decodes_like_python_and_every_activation_matches_torch(
+    browser, runs, reports
+):
+    run = runs["tanh"]
+    panel = Panel(browser, reports["tanh"])
+    np.testing.assert_allclose(panel.pixels(), python_decode(run, [0.0] * 3), atol=TOLERANCE)
+    slider = panel.page.locator("#live-sliders input").first
+    dim = int(slider.get_attribute("data-dim"))
+    slider.fill("-2.2")
+    panel.wait_for_z(dim, -2.2)
+    z = [-2.2 if j == dim else 0.0 for j in range(3)]
+    np.testing.assert_allclose(panel.pixels(), python_decode(run, z), atol=TOLERANCE)
+    grid = np.linspace(-30.0, 30.0, 601)
+    for name, function in live.TORCH_ACTIVATIONS.items():
+        page_values = panel.page.evaluate(
+            "([name, xs]) => window.vaelabLive.activate(name, xs)", [name, grid.tolist()]
+        )
+        expected = function(torch.tensor(grid, dtype=torch.float64)).numpy()
+        np.testing.assert_allclose(page_values, expected, atol=1e-6, err_msg=name)
     assert panel.errors == [] and panel.foreign == []
     panel.context.close()

@@ -4,7 +4,8 @@ or, for d = 2, clicks on the map of the test means. No server and no request: th
 stays one file that works from ``file:`` and when mailed to someone else.
 
 What is embedded (a JSON block in the page, ``decoder_payload``): the weights and biases
-of each Linear layer of an MLP decoder (Linear -> ReLU -> ... -> Linear), little-endian
+of each Linear layer of an MLP decoder (Linear -> act -> ... -> Linear, where act is one
+of ``ACTIVATION_NAMES``: ReLU, tanh, softplus, ELU or exact GELU), little-endian
 float16 in base64 (float32 when a weight does not fit float16's range). The lecture's
 784-400-20 decoder has 322,784 parameters: 0.65 MB as float16, 0.86 MB in base64 (1.29 MB
 and 1.72 MB as float32); float16 moves a decoded pixel by about 1e-3. A decoder that is
@@ -43,23 +44,43 @@ SLIDER_RANGE = 3.0  # each slider spans the prior mean +- 3 (the bulk of N(0, 1)
 FLOAT16_MAX = 65504.0
 
 
-def mlp_layers(model: nn.Module) -> list[nn.Linear] | None:
-    """The Linear layers of ``model.decoder`` when it is Linear -> ReLU -> ... -> Linear
-    from the d latent numbers (d + K for a conditional model: z and the one-hot label),
-    else None (a conv decoder, a decoder with other inputs)."""
+# The activations live.js knows, with the settings it computes them with (torch's defaults).
+ACTIVATION_NAMES: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu",
+    nn.Tanh: "tanh",
+    nn.Softplus: "softplus",  # beta 1, threshold 20
+    nn.ELU: "elu",  # alpha 1
+    nn.GELU: "gelu",  # exact (erf), not the tanh approximation
+}
+TORCH_ACTIVATIONS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "softplus": torch.nn.functional.softplus,
+    "elu": torch.nn.functional.elu,
+    "gelu": torch.nn.functional.gelu,
+}
+
+
+def mlp_layers(model: nn.Module) -> tuple[list[nn.Linear], str] | None:
+    """The Linear layers of ``model.decoder`` and the name of its activation when it is
+    Linear -> act -> ... -> Linear with one act of ``ACTIVATION_NAMES`` from the d latent
+    numbers (d + K for a conditional model: z and the one-hot label), else None (a conv
+    decoder, a decoder with other inputs or mixed activations)."""
     dec = getattr(model, "decoder", None)
     if not isinstance(dec, nn.Sequential) or len(dec) % 2 == 0:
         return None
-    for i, layer in enumerate(dec):
-        if not isinstance(layer, nn.Linear if i % 2 == 0 else nn.ReLU):
-            return None
+    acts = {ACTIVATION_NAMES.get(type(layer)) for layer in list(dec)[1::2]}
+    if not all(isinstance(layer, nn.Linear) for layer in list(dec)[::2]) or None in acts:
+        return None
+    if len(acts) > 1:
+        return None
     layers = [dec[i] for i in range(0, len(dec), 2)]
     inputs = model.latent_dim + getattr(model, "n_classes", 0)
-    return layers if layers[0].in_features == inputs else None
+    return (layers, acts.pop() if acts else "relu") if layers[0].in_features == inputs else None
 
 
 @torch.no_grad()
-def _reproduces(model: nn.Module, layers: list[nn.Linear]) -> bool:
+def _reproduces(model: nn.Module, layers: list[nn.Linear], activation: str) -> bool:
     """True when the layers, run as the page runs them, give ``decode_logits`` (for a
     conditional model: with labels 0, 1, ... appended one-hot)."""
     z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -69,7 +90,7 @@ def _reproduces(model: nn.Module, layers: list[nn.Linear]) -> bool:
     h = model.with_label(z, labels).double() if labels is not None else z.double()
     for i, layer in enumerate(layers):
         h = h @ layer.weight.double().T + layer.bias.double()
-        h = h.clamp(min=0) if i < len(layers) - 1 else h
+        h = TORCH_ACTIVATIONS[activation](h) if i < len(layers) - 1 else h
     return bool(torch.allclose(h.float(), model.logits(z, labels).float(), atol=1e-3))
 
 
@@ -96,9 +117,13 @@ def image_layout(input_shape: tuple[int, ...]) -> dict[str, int]:
 def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
     """What the page needs to decode live, or (None, why not)."""
     model = run.model
-    layers = mlp_layers(model)
-    if layers is None or not _reproduces(model, layers):
-        return None, f"this run's decoder ({run.config.model}) is not an MLP of ReLU layers from z"
+    found = mlp_layers(model)
+    if found is None or not _reproduces(model, *found):
+        return None, (
+            f"this run's decoder ({run.config.model}) is not an MLP from z with one of the "
+            f"activations {', '.join(ACTIVATION_NAMES.values())}"
+        )
+    layers, activation = found
     n_params = sum(p.numel() for layer in layers for p in (layer.weight, layer.bias))
     if n_params > MAX_PARAMETERS:
         return None, (
@@ -126,6 +151,7 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
             }
             for layer in layers
         ],
+        "activation": activation,  # after every layer but the last
         "likelihood": model.likelihood,
         "cb_band": CB_TAYLOR_BAND,
         "image": image_layout(model.config.input_shape),

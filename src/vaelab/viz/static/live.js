@@ -57,11 +57,27 @@
     }
     return -1 / Math.expm1(-logit) - 1 / logit;
   }
+  // erf to 1.5e-7 (Abramowitz & Stegun 7.1.26): JavaScript has no Math.erf.
+  function erf(x) {
+    const t = 1 / (1 + 0.3275911 * Math.abs(x));
+    const poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 +
+      t * (-1.453152027 + t * 1.061405429))));
+    return Math.sign(x) * (1 - poly * Math.exp(-x * x));
+  }
+  // The hidden layers' activation, with torch's default settings (vaelab.viz.live).
+  const ACTIVATIONS = {
+    relu: (v) => (v > 0 ? v : 0),
+    tanh: Math.tanh,
+    softplus: (v) => (v > 20 ? v : Math.log1p(Math.exp(v))),
+    elu: (v) => (v > 0 ? v : Math.expm1(v)),
+    gelu: (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
+  };
+  const activation = ACTIVATIONS[data.activation || "relu"];
   function decode(z, label) {
     let h = decoderInput(z, label);
     layers.forEach((layer, i) => {
       h = linear(layer, h);
-      if (i < layers.length - 1) h = h.map((v) => (v > 0 ? v : 0)); // ReLU
+      if (i < layers.length - 1) h = h.map(activation);
     });
     return Float32Array.from(h, mean);
   }
@@ -202,6 +218,7 @@
   // For tests and the curious: window.vaelabLive.decode(z) and the last decoded pixels.
   window.vaelabLive = {
     decode, setZ, get z() { return state.z.slice(); }, get pixels() { return state.pixels; },
+    activate: (name, values) => values.map(ACTIVATIONS[name]),
   };
   update();
   document.getElementById("live-panel").dataset.ready = "true";
