@@ -106,6 +106,22 @@ def test_resume_spends_what_is_left(tiny, tmp_path, monkeypatch):
     assert load_run(paths.root).config.time_budget == 0.02
 
 
+def test_resume_from_a_cached_epoch_spends_what_was_left_there(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_module, "time", FakeTime(0.01))
+    train(small(time_budget=0.02, embed_epochs=[2]), out=tmp_path / "r", data=tiny, **QUIET)
+    paths = RunPaths(tmp_path / "r")
+    assert read_metrics(paths.metrics)[-1]["epoch"] > 2
+    at_two = load_checkpoint(paths.epoch_checkpoint(2))["budget"]
+    assert 0 < at_two["seconds"] < 1.2 and at_two["steps"] == 2 * STEPS_PER_EPOCH
+    monkeypatch.setattr(budget_module, "time", FakeTime(0.01))  # another process's clock
+    lines: list[str] = []
+    train(resume=paths.root, from_epoch=2, data=tiny, log=lines.append, progress=False)
+    left = 0.02 - at_two["seconds"] / 60
+    assert f"at epoch 3 with {left:.2f} of 0.02 min left from epoch-002.pt" in lines[0]
+    done = json.loads(paths.config.read_text())["budget"]
+    assert 1.2 <= done["seconds"] < 1.2 + 0.5  # the budget in all, from epoch 2's share on
+
+
 def test_a_budget_run_resumes_with_a_budget_not_epochs(tmp_path, capsys):
     npz = tmp_path / "tiny.npz"
     import numpy as np

@@ -75,7 +75,8 @@ def iwae_terms(
     ``recon`` and ``kl`` report the ELBO's parts (recon averaged over the K samples, the KL
     as the model gives it, or for several stochastic layers log q - log p averaged over the
     K samples), so loss <= recon + kl when weight = 1."""
-    posterior = _float32(*model.posterior(x, labels))  # (B, d) each
+    # several stochastic layers draw their own posteriors inside log_weights
+    posterior = _float32(*model.posterior(x, labels)) if model.stochastic_layers == 1 else None
     parts = log_weights(model, x, posterior, k, labels=labels)  # (K, B) each
     log_w = parts.log_px_given_z + weight * (parts.log_pz - parts.log_qz)
     return LossTerms(
@@ -123,7 +124,7 @@ def iwae_dreg_terms(
     )
 
 
-def _kl(model: LatentModel, posterior: tuple[Tensor, Tensor], parts: LogWeights) -> Tensor:
+def _kl(model: LatentModel, posterior: tuple[Tensor, Tensor] | None, parts: LogWeights) -> Tensor:
     """The KL an IWAE step reports: the model's (closed form against N(0, I)); against a
     learned prior, the mean of log q(z_k|x) - log p(z_k) over the K samples already drawn
     (no extra pass through the VampPrior's pseudo-inputs)."""

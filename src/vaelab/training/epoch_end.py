@@ -92,13 +92,16 @@ def end_of_epoch(
     epoch: int,
     row: dict[str, Any],
     final: bool | Callable[[], bool] = False,
+    budget: dict[str, Any] | None = None,
 ) -> bool:
     """Evaluate, cache latents/weights/figures for cached epochs (and the ``final`` one,
     unless --embed-epochs says which), append the metrics row; returns ``final``.
 
     ``final`` may be a function that says whether this is the last epoch once the rest
     is done: under --time-budget the clock decides then, having seen this epoch's end
-    (the latents are kept in memory until it has)."""
+    (the latents are kept in memory until it has). ``budget``: the clock's state
+    (--time-budget), kept in a cached epoch's checkpoint, so that ``--resume RUN
+    --from-epoch E`` spends what was left at epoch E."""
     t0 = time.perf_counter()
     decided = not callable(final)
     cached = epoch in config.cached_epochs()
@@ -115,25 +118,32 @@ def end_of_epoch(
     val = validation_loss(model, data, config, x_test.device) if data.x_val is not None else {}
     row.update(test, **val, eval_seconds=time.perf_counter() - t0)
     if keep:
-        _cache_epoch(model, data, paths, epoch, latents)
+        _cache_epoch(model, data, paths, epoch, latents, budget)
     append_metrics(paths.metrics, row)
     if not decided:  # as late as may be, so that the clock has seen this epoch's end
         final = final()
         if final and not keep and config.embed_epochs is None:
-            _cache_epoch(model, data, paths, epoch, latents)
+            _cache_epoch(model, data, paths, epoch, latents, budget)
     return final
 
 
 def _cache_epoch(
-    model: LatentModel, data: Dataset, paths: RunPaths, epoch: int, latents: dict
+    model: LatentModel,
+    data: Dataset,
+    paths: RunPaths,
+    epoch: int,
+    latents: dict,
+    budget: dict[str, Any] | None = None,
 ) -> None:
-    """A cached epoch's test-set latents, weights and reconstruction figure."""
+    """A cached epoch's test-set latents, weights (and the budget spent) and
+    reconstruction figure."""
     write_latents(paths, epoch, latents, data)
     save_checkpoint(
         paths.epoch_checkpoint(epoch),
         model_config=dict(vars(model.config)),
         model=model.state_dict(),
         epoch=epoch,
+        **({"budget": budget} if budget is not None else {}),
     )
     shown = dict(latents, inputs=data.x_test[:N_SHOWN].flatten(1).numpy())
     _reconstruction_figure(paths, data, epoch, shown)

@@ -193,7 +193,7 @@ def set_up(
     if state.ckpt is not None:
         _restore(state, model, optimizer, world, average)
         partial = EpochProgress(**state.ckpt["partial"]) if state.ckpt.get("partial") else None
-        saved_clock = state.ckpt.get("budget") if is_resumable(state.ckpt) else None
+        saved_clock = state.ckpt.get("budget")  # a cached epoch's too (--from-epoch)
         if world.is_main:
             check_disk_space(state.root, model, data, config, state.start)
             truncate_metrics(paths.metrics, state.start - 1)
@@ -299,7 +299,10 @@ def run_epochs(s: Session) -> None:
                 s.clock.epoch_end_started()
                 final = s.clock.last_epoch if epoch > 0 else False
             if s.main:
-                final = end_of_epoch(s.tested, x_test, s.data, s.config, s.paths, epoch, row, final)
+                budget = s.clock.state() if s.clock is not None else None
+                final = end_of_epoch(
+                    s.tested, x_test, s.data, s.config, s.paths, epoch, row, final, budget
+                )
             if s.clock is not None:
                 s.clock.done = final
             new_best = improved(s.best, epoch, row) if s.main else None
