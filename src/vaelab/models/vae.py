@@ -61,16 +61,16 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@dataclass
-class MLPConfig:
-    input_shape: tuple[int, ...] = (1, 28, 28)
-    latent_dim: int = 20
-    hidden: int | list[int] = 400  # one size per hidden layer, from the data side
-    activation: str = "relu"  # after each hidden layer (ACTIVATIONS)
-    learn_sigma: bool = False  # a learned Gaussian decoder scale (--gaussian-sigma learned)
-    n_classes: int = 0  # K > 0: conditional on a label (--condition label), one-hot in
+class MLPSizes:
+    """What every MLP model's config derives from its ``input_shape`` and ``hidden``, and
+    checks in ``__post_init__`` (``normalise_mlp``)."""
 
-    def __post_init__(self) -> None:
+    input_shape: tuple[int, ...]
+    hidden: int | list[int]
+    activation: str
+
+    def normalise_mlp(self) -> None:
+        """Integer shape, one hidden size stored as an int, a known activation."""
         self.input_shape = tuple(int(s) for s in self.input_shape)
         self.hidden = stored_hidden(hidden_list(self.hidden))
         check_choice("activation", self.activation, ACTIVATION_CHOICES)
@@ -82,6 +82,19 @@ class MLPConfig:
     @property
     def hidden_sizes(self) -> list[int]:
         return hidden_list(self.hidden)
+
+
+@dataclass
+class MLPConfig(MLPSizes):
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    latent_dim: int = 20
+    hidden: int | list[int] = 400  # one size per hidden layer, from the data side
+    activation: str = "relu"  # after each hidden layer (ACTIVATIONS)
+    learn_sigma: bool = False  # a learned Gaussian decoder scale (--gaussian-sigma learned)
+    n_classes: int = 0  # K > 0: conditional on a label (--condition label), one-hot in
+
+    def __post_init__(self) -> None:
+        self.normalise_mlp()
 
 
 class VAE(LatentModel):

@@ -34,20 +34,18 @@ not supported.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from vaelab.config import ACTIVATION_CHOICES, check_choice, stored_hidden
 from vaelab.losses import LossTerms, gaussian_kl_diag, log_normal_diag, reparameterize
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel, LogWeights
-from vaelab.models.vae import hidden_list, mlp
+from vaelab.models.vae import MLPSizes, hidden_list, mlp
 
 
 @dataclass
-class TwoLayerConfig:
+class TwoLayerConfig(MLPSizes):
     input_shape: tuple[int, ...] = (1, 28, 28)
     latent_dim: int = 50  # d2, the top latent: the one the figures show
     z1_dim: int = 100  # d1, the lower latent
@@ -57,21 +55,10 @@ class TwoLayerConfig:
     learn_sigma: bool = False  # a learned Gaussian decoder scale (--gaussian-sigma learned)
 
     def __post_init__(self) -> None:
-        self.input_shape = tuple(int(s) for s in self.input_shape)
-        sizes = hidden_list(self.hidden)
-        self.hidden = stored_hidden(sizes)
+        self.normalise_mlp()
         if self.z_hidden is None:
-            self.z_hidden = [self.z1_dim] * len(sizes)
+            self.z_hidden = [self.z1_dim] * len(self.hidden_sizes)
         self.z_hidden = hidden_list(self.z_hidden)
-        check_choice("activation", self.activation, ACTIVATION_CHOICES)
-
-    @property
-    def input_size(self) -> int:
-        return math.prod(self.input_shape)
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        return hidden_list(self.hidden)
 
 
 def gaussian_head(stats: Tensor, d: int) -> tuple[Tensor, Tensor]:
