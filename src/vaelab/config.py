@@ -12,7 +12,6 @@ its flags from them; the library's errors name the fields (:class:`SettingError`
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,16 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def hidden_list(hidden: int | Sequence[int]) -> list[int]:
+    """The hidden sizes as a list, from the data side: 400 -> [400]; checked positive."""
+    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
+        raise SettingError(
+            "{hidden} must be a positive integer or a list of them, got {value!r}", value=hidden
+        )
+    return sizes
 
 
 def stored_hidden(sizes: int | Sequence[int]) -> int | list[int]:
@@ -444,229 +453,10 @@ class TrainConfig:
         return cls(**preset_settings(name, given))
 
     def validate(self) -> None:
-        """Raise SettingError naming the first invalid setting."""
-        if self.preset is not None:
-            from vaelab.presets import PRESETS
+        """Raise SettingError naming the first invalid setting (``vaelab.config_checks``)."""
+        from vaelab.config_checks import validate_config
 
-            check_choice("preset", self.preset, PRESETS)
-        for name in ("latent_dim", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise SettingError(
-                    "{" + name + "} must be a positive integer, got {value!r}", value=value
-                )
-        self._validate_length()
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit <= 0):
-            raise SettingError(
-                "{limit} must be a positive integer, got {value!r}", value=self.limit
-            )
-        for name in ("lr", "adam_eps"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise SettingError(
-                    "{" + name + "} must be a positive finite number, got {value!r}", value=value
-                )
-        self._validate_recipe()
-        if self.grad_clip is not None and not (
-            math.isfinite(self.grad_clip) and self.grad_clip > 0
-        ):
-            raise SettingError(
-                "{grad_clip} must be a positive number, got {value!r}", value=self.grad_clip
-            )
-        if self.keep_every is not None and (
-            not isinstance(self.keep_every, int) or self.keep_every <= 0
-        ):
-            raise SettingError(
-                "{keep_every} must be a positive integer, got {value!r}", value=self.keep_every
-            )
-        if not math.isfinite(self.beta) or self.beta < 0:
-            raise SettingError(
-                "{beta} must be a finite number >= 0, got {value!r}", value=self.beta
-            )
-        for name, choices in (
-            ("recon", RECON_CHOICES),
-            ("binarize", BINARIZE_CHOICES),
-            ("device", DEVICE_CHOICES),
-            ("precision", PRECISION_CHOICES),
-        ):
-            check_choice(name, getattr(self, name), choices)
-        for e in self.embed_epochs or []:
-            if e < 0 or (self.epochs is not None and e > self.epochs):
-                raise SettingError(
-                    "{embed_epochs} {value} is outside the epochs that run (0..{last})",
-                    value=e,
-                    last=self.epochs if self.epochs is not None else "",
-                )
-        self._validate_model_family()
-
-    def _validate_model_family(self) -> None:
-        """Model, likelihood, objective and KL schedule (issue 5)."""
-        from vaelab.losses import LIKELIHOOD_NAMES, LIKELIHOODS  # late: models import this
-        from vaelab.models import MODELS
-
-        check_choice("model", self.model, MODELS)
-        self._validate_architecture()
-        if self.likelihood not in LIKELIHOOD_NAMES:  # mse: only ever set from --recon mse
-            check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        sigma = self.gaussian_sigma
-        if sigma is not None:
-            if self.likelihood != "gaussian":
-                raise SettingError("{gaussian_sigma} applies to {likelihood} gaussian only")
-            if isinstance(sigma, str):
-                valid = sigma == "learned"
-            else:
-                valid = isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0
-            if not valid:
-                raise SettingError(
-                    "{gaussian_sigma} must be a positive number or 'learned', got {value!r}",
-                    value=sigma,
-                )
-        check_choice("objective", self.objective, OBJECTIVE_CHOICES)
-        if self.condition is not None:
-            check_choice("condition", self.condition, CONDITION_CHOICES)
-        if self.iw_k is not None:
-            if self.objective != "iwae":
-                raise SettingError("{iw_k} applies to {objective} iwae only")
-            if not isinstance(self.iw_k, int) or self.iw_k <= 0:
-                raise SettingError(
-                    "{iw_k} must be a positive integer, got {value!r}", value=self.iw_k
-                )
-        if self.objective == "iwae" and not MODELS[self.model].model_cls.stochastic:
-            raise SettingError(
-                "{objective} iwae needs a model with a posterior variance; {value!r} is a "
-                "plain autoencoder",
-                value=self.model,
-            )
-        self._check_warmup("kl_warmup")
-        self._validate_prior_and_estimator(MODELS[self.model].model_cls)
-
-    def _validate_length(self) -> None:
-        """--epochs or --time-budget: one of them, each a sensible number."""
-        if self.time_budget is not None:
-            if self.epochs is not None:
-                raise SettingError(
-                    "give {epochs} or {time_budget}, not both: a time budget decides how "
-                    "many epochs run"
-                )
-            budget = self.time_budget
-            if not isinstance(budget, (int, float)) or not (math.isfinite(budget) and budget > 0):
-                raise SettingError(
-                    "{time_budget} must be a positive number of minutes, got {value!r}",
-                    value=budget,
-                )
-        elif not isinstance(self.epochs, int) or self.epochs < 0:
-            raise SettingError("{epochs} must be 0 or more, got {value!r}", value=self.epochs)
-
-    def _validate_recipe(self) -> None:
-        """The training recipe of issue 16: schedule, warm-up, EMA, validation hold-out."""
-        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULE_CHOICES)
-        self._check_warmup("lr_warmup")
-        if self.ema is not None and not (isinstance(self.ema, (int, float)) and 0 < self.ema < 1):
-            raise SettingError(
-                "{ema} must be a decay between 0 and 1 (e.g. 0.999), got {value!r}",
-                value=self.ema,
-            )
-        if self.val_size is not None and (not isinstance(self.val_size, int) or self.val_size <= 0):
-            raise SettingError(
-                "{val_size} must be a positive integer, got {value!r}", value=self.val_size
-            )
-
-    def _check_warmup(self, name: str) -> None:
-        """A warm-up is a number of epochs >= 0 or a share 'P%' with 0 <= P <= 100; under
-        --time-budget only a share (there is no epoch count to measure it against)."""
-        value = getattr(self, name)
-        if isinstance(value, str):
-            try:
-                share = float(value[:-1]) if value.endswith("%") else math.nan
-            except ValueError:
-                share = math.nan
-            if not 0 <= share <= 100:
-                raise SettingError(
-                    "{" + name + "} must be epochs >= 0 or a share from 0% to 100%, got {value!r}",
-                    value=value,
-                )
-            return
-        if not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-            raise SettingError(
-                "{" + name + "} must be a number of epochs >= 0, got {value!r}", value=value
-            )
-        if value > 0 and self.time_budget is not None:
-            raise SettingError(
-                "under {time_budget} give {" + name + "} as a share of the budget, e.g. "
-                "10%, not epochs"
-            )
-
-    def _validate_prior_and_estimator(self, model_cls: type) -> None:
-        """--prior and its size, --estimator (issue 16, part B)."""
-        import inspect
-
-        check_choice("prior", self.prior, PRIOR_CHOICES)
-        check_choice("estimator", self.estimator, ESTIMATOR_CHOICES)
-        sizes = (
-            ("pseudo_inputs", "vamp", "learned pseudo-inputs (e.g. 500)"),
-            ("prior_components", "mog", "Gaussians"),
-        )
-        for name, kind, what in sizes:
-            value = getattr(self, name)
-            if value is None and self.prior == kind:
-                raise SettingError(f"{{prior}} {kind} needs {{{name}}} K, the number of its {what}")
-            if value is not None and self.prior != kind:
-                raise SettingError(f"{{{name}}} applies to {{prior}} {kind} only")
-            if value is not None and (not isinstance(value, int) or value <= 0):
-                raise SettingError(
-                    f"{{{name}}} must be a positive integer, got {{value!r}}", value=value
-                )
-        if self.prior != "standard" and not model_cls.stochastic:
-            raise SettingError(
-                "{prior} " + self.prior + " needs a model with a posterior; {value!r} is a "
-                "plain autoencoder",
-                value=self.model,
-            )
-        if self.prior == "vamp" and self.condition == "label":
-            raise SettingError(
-                "{prior} vamp cannot be used with {condition} label: its pseudo-inputs "
-                "have no label for the encoder"
-            )
-        if self.estimator == "dreg":
-            if self.objective != "iwae":
-                raise SettingError(
-                    "{estimator} dreg is a gradient of the IWAE bound: it needs {objective} iwae"
-                )
-            takes = inspect.signature(model_cls.log_weights).parameters
-            if "detach_posterior" not in takes:
-                raise SettingError(
-                    "{estimator} dreg needs log q(z|x) at stopped posterior parameters, "
-                    "which model {value!r} does not provide; use {estimator} standard",
-                    value=self.model,
-                )
-
-    def _validate_architecture(self) -> None:
-        """Hidden sizes, activation, z1_dim: valid, and only for a model that takes them
-        (``--activation tanh`` on a conv model is an error, not ignored)."""
-        from vaelab.models import MODELS, model_config
-
-        sizes = self.hidden if isinstance(self.hidden, list) else [self.hidden]
-        if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
-            raise SettingError(
-                "{hidden} must be a positive integer or a list of them, got {value!r}",
-                value=self.hidden,
-            )
-        check_choice("activation", self.activation, ACTIVATION_CHOICES)
-        if self.z1_dim is not None and (not isinstance(self.z1_dim, int) or self.z1_dim <= 0):
-            raise SettingError(
-                "{z1_dim} must be a positive integer, got {value!r}", value=self.z1_dim
-            )
-        takes = {f.name for f in dataclasses.fields(MODELS[self.model].config_cls)}
-        for name, unset in (("activation", LECTURE_ACTIVATION), ("z1_dim", None)):
-            if name not in takes and getattr(self, name) != unset:
-                raise SettingError(
-                    "{" + name + "} does not apply to model {value!r}", value=self.model
-                )
-        if self.condition is not None and "n_classes" not in takes:
-            raise SettingError(
-                "{condition} label: model {value!r} takes no labels", value=self.model
-            )
-        model_config(self.model, **self.to_dict())  # its own checks (conv: one hidden size)
+        validate_config(self)
 
     @property
     def needs_unit_range(self) -> bool:

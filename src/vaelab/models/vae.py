@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaelab.config import ACTIVATION_CHOICES, check_choice, stored_hidden
-from vaelab.errors import SettingError
+from vaelab.config import ACTIVATION_CHOICES, check_choice, hidden_list, stored_hidden
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
 
 # --activation's layers; the names are vaelab.config.ACTIVATION_CHOICES
@@ -37,16 +36,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "gelu": nn.GELU,
 }
-
-
-def hidden_list(hidden: int | Sequence[int]) -> list[int]:
-    """The hidden sizes as a list, from the data side: 400 -> [400]; checked positive."""
-    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
-    if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
-        raise SettingError(
-            "{hidden} must be a positive integer or a list of them, got {value!r}", value=hidden
-        )
-    return sizes
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
