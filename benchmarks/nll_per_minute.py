@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/nll_per_minute.py [--presets fast-nll,lecture,burda-vae]
         [--minutes 5,15,30,60] [--threads 2] [--k 5000] [--root runs/nll-per-minute]
         [--out benchmarks/results/nll_per_minute.jsonl] [--figure docs/figures/nll-per-minute.png]
+        [--draw-only]
 
 Each (preset, minutes) pair is one ``vaelab train --preset NAME --time-budget MINUTES``
 run (``lecture`` is the lecture's model and settings on the same dynamically binarised
@@ -123,12 +124,16 @@ def main() -> None:
     p.add_argument("--root", default="runs/nll-per-minute")
     p.add_argument("--out", default="benchmarks/results/nll_per_minute.jsonl")
     p.add_argument("--figure", default=None)
+    p.add_argument("--draw-only", action="store_true", help="redraw --figure from --out")
     args = p.parse_args()
+    out = Path(args.out)
+    if args.draw_only:
+        rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        return draw(rows, Path(args.figure or "docs/figures/nll-per-minute.png"))
     print(f"cpu: {cpu_model()}, {os.cpu_count()} cores")
     import torch
 
     print(f"fp32 matmul peak: {matmul_peak(torch.float32):.0f} GFLOP/s")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for preset in args.presets.split(","):
         for minutes in (float(m) for m in args.minutes.split(",")):
