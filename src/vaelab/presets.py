@@ -59,14 +59,16 @@ PRESETS: dict[str, Preset] = {
             "burda-vae",
             "VAE, 1 stochastic layer: 784-200-200-(50) tanh, ELBO",
             f"{BURDA_SOURCE}: 86.76 nats",
-            "not run here for its 3280 epochs (see docs/results.md)",
+            "not run here for its 3280 epochs (9.6 h of one core); its schedule squeezed into "
+            "5 minutes of one core: 98.27 nats (docs/results.md)",
             {**BURDA_ONE_LAYER, **BURDA_RECIPE},
         ),
         Preset(
             "burda-iwae-k50",
             "IWAE, 1 stochastic layer, k = 50: the burda-vae network on the k = 50 bound",
             f"{BURDA_SOURCE}: 84.78 nats",
-            "not run here for its 3280 epochs (see docs/results.md)",
+            "not run here for its 3280 epochs; its schedule squeezed into 5 minutes of one "
+            "core: 122.98 nats after 3 epochs (docs/results.md)",
             {**BURDA_ONE_LAYER, **BURDA_RECIPE, "objective": "iwae", "iw_k": 50},
         ),
         Preset(
@@ -110,7 +112,8 @@ PRESETS: dict[str, Preset] = {
             "the lowest test NLL per CPU minute found here: 784-400-400-(50) tanh VAE, "
             "ELBO, batch 500, lr 3e-3 cosine-decayed over a 60-minute budget",
             "vaelab's search on 2 CPU cores (docs/results.md, 'fast-nll: how it was chosen')",
-            "89.32 nats in 5 minutes, 86.97 in 15, each on one core of a 2-core AMD EPYC "
+            "89.32 nats in 5 minutes, 86.97 in 15, 86.23 in 30, 85.56 in 60, each on one "
+            "core of a 2-core AMD EPYC "
             "(K = 5000, 10,000 test images; docs/results.md)",
             {
                 "model": "vae",
