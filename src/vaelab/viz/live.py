@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from vaelab.losses import CB_TAYLOR_BAND
+from vaelab.models.vae import ACTIVATIONS
 from vaelab.run import Run
 from vaelab.viz import analysis
 from vaelab.viz.figures import class_names
@@ -44,14 +45,9 @@ SLIDER_RANGE = 3.0  # each slider spans the prior mean +- 3 (the bulk of N(0, 1)
 FLOAT16_MAX = 65504.0
 
 
-# The activations live.js knows, with the settings it computes them with (torch's defaults).
-ACTIVATION_NAMES: dict[type[nn.Module], str] = {
-    nn.ReLU: "relu",
-    nn.Tanh: "tanh",
-    nn.Softplus: "softplus",  # beta 1, threshold 20
-    nn.ELU: "elu",  # alpha 1
-    nn.GELU: "gelu",  # exact (erf), not the tanh approximation
-}
+# The models' activations by layer class (vaelab.models.vae.ACTIVATIONS, torch's default
+# settings: softplus beta 1 threshold 20, ELU alpha 1, exact GELU): live.js has each one.
+ACTIVATION_NAMES: dict[type[nn.Module], str] = {cls: name for name, cls in ACTIVATIONS.items()}
 TORCH_ACTIVATIONS = {
     "relu": torch.relu,
     "tanh": torch.tanh,
@@ -70,9 +66,8 @@ def mlp_layers(model: nn.Module) -> tuple[list[nn.Linear], str] | None:
     if not isinstance(dec, nn.Sequential) or len(dec) % 2 == 0:
         return None
     acts = {ACTIVATION_NAMES.get(type(layer)) for layer in list(dec)[1::2]}
-    if not all(isinstance(layer, nn.Linear) for layer in list(dec)[::2]) or None in acts:
-        return None
-    if len(acts) > 1:
+    linear = all(isinstance(layer, nn.Linear) for layer in list(dec)[::2])
+    if not linear or None in acts or len(acts) > 1:  # one known activation throughout
         return None
     layers = [dec[i] for i in range(0, len(dec), 2)]
     inputs = model.latent_dim + getattr(model, "n_classes", 0)
