@@ -41,6 +41,17 @@ def train_command(preset: str, minutes: float, out: Path, threads: str) -> list[
     ]  # fmt: skip
 
 
+def cores_used(taskset: str | None) -> int:
+    """The cores a run may use: those of ``taskset`` ("0", "0,1", "0-3") or this process's."""
+    if not taskset:
+        return len(os.sched_getaffinity(0))
+    count = 0
+    for part in taskset.split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
 def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
     out = Path(args.root) / f"{preset}-{minutes:g}min"
     pin = ["taskset", "-c", args.taskset] if args.taskset else []
@@ -74,6 +85,7 @@ def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
         "k": args.k,
         "threads": args.threads,
         "taskset": args.taskset,
+        "cores": cores_used(args.taskset),
         "cpu": cpu_model(),
         "load_average": os.getloadavg(),
         "run": str(out),
@@ -86,10 +98,10 @@ def draw(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def series(row: dict) -> str:  # one line per preset and machine share
-        if row.get("threads") == "1":
-            return f"{row['preset']} (one core)"
-        return f"{row['preset']} ({os.cpu_count()} cores)"
+    def series(row: dict) -> str:  # one line per preset and core count
+        # rows written before "cores" was recorded: threads "1" was one pinned core
+        cores = row.get("cores") or (1 if row.get("threads") == "1" else os.cpu_count())
+        return f"{row['preset']} ({'one core' if cores == 1 else f'{cores} cores'})"
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in sorted({series(r) for r in rows}):
