@@ -9,15 +9,14 @@ import time
 
 import torch
 
+from vaelab.training.cpu import available_cores, cpu_description, native_bf16
+
 
 def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    model = cpu_description()[0]
+    if model == "unknown":  # no /proc/cpuinfo (not Linux)
+        return platform.processor() or model
+    return model
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:
@@ -75,32 +74,22 @@ def lecture_matmul_peak(batch: int, seconds: float = 1.0) -> float:
     return best
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def machine(batch: int = 128) -> dict:
     """The machine's description, measured now, as a dict (for JSON results). bf16 is
     only timed on a CPU that computes it natively (without, one 1024^3 product can take
     seconds)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    flags = cpu_flags()
-    native_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"}) or not flags
+    flags = cpu_description()[1]
+    native = native_bf16(flags) or not flags  # no flags listed: time it to find out
     return {
         "cpu": cpu_model(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "native_bf16": native_bf16,
+        "cores": available_cores(),
+        "native_bf16": native,
         "threads": torch.get_num_threads(),
         "spin": os.environ.get("GOMP_SPINCOUNT", "libgomp default"),
         "torch": torch.__version__,
         "fp32_gflops": matmul_peak(torch.float32),
-        "bf16_gflops": matmul_peak(torch.bfloat16) if native_bf16 else None,
+        "bf16_gflops": matmul_peak(torch.bfloat16) if native else None,
         "lecture_batch": batch,
         "lecture_fp32_gflops": lecture_matmul_peak(batch),
         "load_before": " ".join(f"{v:.2f}" for v in load),

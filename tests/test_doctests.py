@@ -20,6 +20,7 @@ MODULES = {
     "vaelab.viz.analysis": 4,
     "vaelab.viz.plots": 1,
     "vaelab.training.threads": 2,
+    "vaelab.training.cpu": 1,
     "vaelab.training.calibrate": 2,
     "vaelab.models.priors": 3,
     "vaelab.presets": 1,

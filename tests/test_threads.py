@@ -17,36 +17,11 @@ import torch
 from conftest import assert_one_line_error, call_cli
 from vaelab.errors import VaelabError
 from vaelab.training import calibrate as C
+from vaelab.training import cpu
 from vaelab.training import threads as T
 
 LECTURE = {"dataset": "mnist", "epochs": 10}  # 2350 steps: long enough to calibrate
 MEASURED = {"threads": 2, "spin": T.SPIN_HIGH, "seconds_per_step": {}}
-
-
-# ----------------------------------------------------------- busy cores: pure functions
-PROC_STAT = """cpu  500 0 100 1000 20 0 0 0 0 0
-cpu0 300 0 50 400 10 0 0 0 0 0
-cpu1 200 0 50 600 10 0 0 5 0 0
-intr 12345
-"""
-
-
-def test_proc_stat_counts_busy_and_idle_ticks_of_the_cores_we_may_use():
-    assert T.parse_proc_stat(PROC_STAT) == (300 + 50 + 200 + 50 + 5, 410 + 610)
-    assert T.parse_proc_stat(PROC_STAT, {1}) == (255, 610)  # steal (5) counts as busy
-
-
-def sample(busy: int, idle: int, own: float, wall: float) -> T.CpuSample:
-    return T.CpuSample(busy, idle, own, wall)
-
-
-def test_others_busy_is_the_busy_share_of_the_cores_less_this_process():
-    start = sample(0, 0, 0.0, 0.0)
-    # 2 cores, 0.5 s: 75 of 100 ticks busy = 1.5 cores, of which we used 0.5 s / 0.5 s
-    assert T.others_busy(start, sample(75, 25, 0.5, 0.5), 2) == pytest.approx(0.5)
-    assert T.others_busy(start, sample(100, 0, 1.0, 0.5), 2) == 0.0  # all ours
-    assert T.others_busy(start, sample(40, 60, 0.0, 0.5), 2) == pytest.approx(0.8)
-    assert T.others_busy(start, sample(0, 0, 0.0, 0.0), 2) == 0.0  # no time passed
 
 
 @pytest.mark.parametrize(
@@ -79,9 +54,9 @@ def test_the_governor_follows_the_counters_and_the_loop_applies_its_count():
     one thread within a few samples, and ``adjust`` gives torch that count."""
     clock = iter(range(10**6))
 
-    def busy_neighbour() -> T.CpuSample:  # 2 cores all busy, we use one: others = 1
+    def busy_neighbour() -> cpu.CpuSample:  # 2 cores all busy, we use one: others = 1
         t = next(clock)
-        return T.CpuSample(busy=2 * t, idle=0, own_seconds=0.01 * t, wall_seconds=0.01 * t)
+        return cpu.CpuSample(busy=2 * t, idle=0, own_seconds=0.01 * t, wall_seconds=0.01 * t)
 
     before = torch.get_num_threads()
     plan = T.ThreadPlan(threads=2, best=2, spin=None, line="")
@@ -332,7 +307,7 @@ def test_threads_n_trains_with_n_threads(capsys, monkeypatch, tmp_path, tiny_npz
 def test_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(
     capsys, monkeypatch, tmp_path, tiny_npz, flags, noted
 ):
-    monkeypatch.setattr(T, "cpu_description", lambda: ("Some CPU", frozenset(flags)))
+    monkeypatch.setattr(cpu, "cpu_description", lambda: ("Some CPU", frozenset(flags)))
     argv = tiny_train(tiny_npz, tmp_path / "run", "--precision", "bf16", "--device", "cpu")
     code, _, err = call_cli(capsys, *argv, "--quiet")
     assert code == 0, err

@@ -230,7 +230,7 @@ def _bf16_note(settings: dict) -> None:
         return
     import torch
 
-    from vaelab.training.threads import bf16_note, cpu_description
+    from vaelab.training.cpu import bf16_note, cpu_description
 
     if settings.get("device", "auto") == "auto" and torch.cuda.is_available():
         return
