@@ -25,7 +25,7 @@ from vaelab.evaluation.evaluate import evaluate_run, format_result
 from vaelab.models import MODELS, build_model
 from vaelab.run import load_run
 from vaelab.training.loop import train
-from vaelab.viz import analysis, figures
+from vaelab.viz import analysis, dimension_figures, figures
 from vaelab.viz.report import _label_accuracy_section, build_report
 
 SHAPE = (1, 8, 8)
@@ -334,7 +334,9 @@ def test_traversals_of_a_conditional_run_decode_with_a_label(runs, tmp_path):
     base = np.zeros(run.model.latent_dim)
     as0, as1 = (analysis.traversal(run.model, base, [0], steps=3, label=k) for k in (0, 1))
     assert not np.allclose(as0["images"], as1["images"])  # the label changes the picture
-    assert figures.make_traversal(run, out=tmp_path, steps=3).is_file()  # label 0 by default
-    assert figures.make_traversal(run, out=tmp_path, steps=3, index=0, label=2).is_file()
+    assert dimension_figures.make_traversal(
+        run, out=tmp_path, steps=3
+    ).is_file()  # label 0 by default
+    assert dimension_figures.make_traversal(run, out=tmp_path, steps=3, index=0, label=2).is_file()
     with pytest.raises(VaelabError, match="not one of the run's classes"):
-        figures.make_traversal(run, out=tmp_path, label=run.model.n_classes)
+        dimension_figures.make_traversal(run, out=tmp_path, label=run.model.n_classes)

@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import train_tiny_run
 from vaelab.errors import VaelabError
 from vaelab.run import load_run
-from vaelab.viz import figures
+from vaelab.viz import dimension_figures, figures
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_manifold_and_losses_and_kl(run, tmp_path):
     manifold = figures.make_manifold(run, grid=6, out=tmp_path)
     assert min(pixels(manifold)) >= 6 * 8
     assert figures.make_losses(run, tmp_path).is_file()
-    assert figures.make_kl_per_dim(run, tmp_path).is_file()
+    assert dimension_figures.make_kl_per_dim(run, tmp_path).is_file()
 
 
 def test_plain_autoencoder_figures(ae_run, tmp_path):
@@ -91,7 +91,7 @@ def test_plain_autoencoder_figures(ae_run, tmp_path):
     assert figures.make_manifold(ae_run, grid=4, out=tmp_path).is_file()
     assert figures.make_samples(ae_run, tmp_path, n=4).is_file()
     with pytest.raises(VaelabError, match="plain autoencoder"):
-        figures.make_kl_per_dim(ae_run, tmp_path)
+        dimension_figures.make_kl_per_dim(ae_run, tmp_path)
 
 
 def test_unwritable_out_is_a_one_line_error(run, tmp_path):
@@ -102,17 +102,19 @@ def test_unwritable_out_is_a_one_line_error(run, tmp_path):
 
 
 def test_traversal_rows_are_the_dimensions_most_used_first(run, tmp_path):
-    path = figures.make_traversal(run, out=tmp_path, steps=5)
+    path = dimension_figures.make_traversal(run, out=tmp_path, steps=5)
     assert path == tmp_path / "traversal.png"
     three = pixels(path)
-    one = pixels(figures.make_traversal(run, dims=[1], span=1.0, steps=5, out=tmp_path / "b"))
+    one = pixels(
+        dimension_figures.make_traversal(run, dims=[1], span=1.0, steps=5, out=tmp_path / "b")
+    )
     assert three[1] > one[1]  # 3 rows taller than 1
-    by_index = figures.make_traversal(run, index=5, out=tmp_path, steps=3)
+    by_index = dimension_figures.make_traversal(run, index=5, out=tmp_path, steps=3)
     assert by_index == tmp_path / "traversal-5.png"
     with pytest.raises(VaelabError, match="--index 64 is outside the test set"):
-        figures.make_traversal(run, index=64, out=tmp_path)
+        dimension_figures.make_traversal(run, index=64, out=tmp_path)
     with pytest.raises(VaelabError, match="too many"):
-        figures.make_traversal(run, steps=100, out=tmp_path)
+        dimension_figures.make_traversal(run, steps=100, out=tmp_path)
 
 
 def test_traversal_of_a_model_with_another_prior_starts_at_its_mean(run, tmp_path, monkeypatch):
@@ -121,16 +123,16 @@ def test_traversal_of_a_model_with_another_prior_starts_at_its_mean(run, tmp_pat
     seen, real = [], figures.analysis.traversal
     monkeypatch.setattr(run.model, "prior_mean", lambda: torch.full((3,), 1.5))
     monkeypatch.setattr(figures.analysis, "traversal", lambda *a: seen.append(a[1]) or real(*a))
-    figures.make_traversal(run, out=tmp_path)
+    dimension_figures.make_traversal(run, out=tmp_path)
     np.testing.assert_allclose(seen[0], [1.5, 1.5, 1.5])
 
 
 def test_latent_use_figure(run, ae_run, tmp_path):
-    path = figures.make_latent_use(run, tmp_path)
+    path = dimension_figures.make_latent_use(run, tmp_path)
     assert path == tmp_path / "latent-use.png" and pixels(path)[0] > 500
     with pytest.raises(VaelabError, match="plain autoencoder"):
-        figures.make_latent_use(ae_run, tmp_path)
+        dimension_figures.make_latent_use(ae_run, tmp_path)
 
 
 def test_ae_traversal_sweeps_around_the_mean_code(ae_run, tmp_path):
-    assert figures.make_traversal(ae_run, out=tmp_path, steps=3).is_file()
+    assert dimension_figures.make_traversal(ae_run, out=tmp_path, steps=3).is_file()

@@ -17,7 +17,7 @@ from vaelab.models import MODELS, VAE, LatentModel, MLPConfig, ModelEntry, build
 from vaelab.objectives import elbo_terms
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.loop import train
-from vaelab.viz import analysis, figures
+from vaelab.viz import analysis, dimension_figures, figures
 
 PRIOR_MEAN = 1.5
 
@@ -146,4 +146,4 @@ def test_a_new_model_is_a_class_and_a_registry_line(tiny, tmp_path, monkeypatch)
         terms = elbo_terms(run.model, x)
     assert result["kl"] == pytest.approx(terms.kl.mean().item(), rel=1e-4)
     assert figures.make_samples(run).is_file()
-    assert figures.make_traversal(run, steps=3).is_file()  # around N(1.5, I)'s mean
+    assert dimension_figures.make_traversal(run, steps=3).is_file()  # around N(1.5, I)'s mean

@@ -20,7 +20,7 @@ from vaelab.models import build_model
 from vaelab.models.priors import Mixture, mixture_log_density, mixture_mean, sample_mixture
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.loop import train
-from vaelab.viz import analysis, figures
+from vaelab.viz import analysis, dimension_figures, figures
 
 QUIET = dict(progress=False, log=lambda _m: None)
 
@@ -218,9 +218,9 @@ def test_figures_of_a_vamp_run_use_its_prior(vamp_run, tmp_path):
     assert figures.make_samples(run, tmp_path).is_file()
     assert all(p.is_file() for p in figures.make_bubbles(run, None, 200, tmp_path))
     assert figures.make_manifold(run, 5, tmp_path).is_file()
-    assert figures.make_traversal(run, out=tmp_path, steps=3).is_file()
+    assert dimension_figures.make_traversal(run, out=tmp_path, steps=3).is_file()
     with pytest.raises(VaelabError, match="no term per latent dimension"):
-        figures.make_kl_per_dim(run, tmp_path)
+        dimension_figures.make_kl_per_dim(run, tmp_path)
     # the manifold's grid spans the prior's own quantiles, not N(0, 1)'s
     points = analysis.prior_points(run.model)
     q = analysis.prior_grid_values(points[:, 0], 5)

@@ -84,7 +84,7 @@ def cmd_manifold(args: argparse.Namespace) -> int:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     from vaelab.errors import VaelabError
-    from vaelab.viz.figures import make_traversal
+    from vaelab.viz.dimension_figures import make_traversal
 
     run = _run(args)
     d = run.model.latent_dim

@@ -21,7 +21,7 @@ from vaelab.checksums import read_json
 from vaelab.errors import DamagedFileError, VaelabError
 from vaelab.fileio import atomic_write_text, make_writable_dir
 from vaelab.run import Run, load_run
-from vaelab.viz import analysis, figures, live, plots
+from vaelab.viz import analysis, dimension_figures, figures, live, plots
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
@@ -205,15 +205,15 @@ def _report_figures(run: Run, method: str, n_embed: int, log: Callable[[str], No
             "kl",
             "KL per latent dimension",
             bool(cached) and per_dim_kl,
-            lambda: figures.make_kl_per_dim(run, fig),
+            lambda: dimension_figures.make_kl_per_dim(run, fig),
         ),
         (
             "latent-use",
             "Is the latent used?",
             bool(cached) and per_dim_kl,
-            lambda: figures.make_latent_use(run, fig),
+            lambda: dimension_figures.make_latent_use(run, fig),
         ),
-        ("traversal", "Traversals", True, lambda: figures.make_traversal(run, out=fig)),
+        ("traversal", "Traversals", True, lambda: dimension_figures.make_traversal(run, out=fig)),
         (
             "bubbles",
             "Bubbles",
