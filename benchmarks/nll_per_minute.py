@@ -113,6 +113,7 @@ def draw(rows: list[dict], path: Path) -> None:
     # beyond it is drawn at the edge with its value.
     top = min(r["nll"] for r in rows) + TOP_SPAN
     fig, ax = plt.subplots(figsize=(6, 4))
+    off_scale: dict[float, int] = {}  # labels already at each budget: stack, not overlap
     for name in sorted({series(r) for r in rows}):
         mine = sorted((r for r in rows if series(r) == name), key=lambda r: r["minutes"])
         line = ax.errorbar(
@@ -126,8 +127,9 @@ def draw(rows: list[dict], path: Path) -> None:
         for r in (r for r in mine if r["nll"] > top):
             color = line.lines[0].get_color()
             ax.plot(r["minutes"], top, marker="^", ms=9, color=color, clip_on=False)
+            below = off_scale[r["minutes"]] = off_scale.get(r["minutes"], -1) + 1
             ax.annotate(
-                f"{r['nll']:.1f} (off scale)", (r["minutes"], top), xytext=(8, -4),
+                f"{r['nll']:.1f} (off scale)", (r["minutes"], top), xytext=(8, -4 - 10 * below),
                 textcoords="offset points", fontsize=7, color=color, va="top",
             )  # fmt: skip
     ax.axhline(86.76, color="grey", ls="--", lw=1, label="Burda et al. VAE (3280 epochs)")
