@@ -104,8 +104,7 @@ def draw(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     def series(row: dict) -> str:  # one line per preset and core count
-        # rows written before "cores" was recorded: threads "1" was one pinned core
-        cores = row.get("cores") or (1 if row.get("threads") == "1" else os.cpu_count())
+        cores = row["cores"]
         return f"{row['preset']} ({'one core' if cores == 1 else f'{cores} cores'})"
 
     # A row far above the rest (a recipe that needs hours, at 5 minutes) would squeeze the
