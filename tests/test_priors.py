@@ -89,6 +89,48 @@ def test_a_mixture_density_integrates_to_one():
     assert float(mass) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_the_expanded_density_keeps_its_precision_far_from_narrow_components():
+    # log N = -0.5 z^2.p + z.(m p) - ...: with p = exp(12) and |z - m| up to 40 the
+    # expanded terms are ~1e8 times their sum's precision in float32; float64 keeps it
+    means = [[-20.0, 3.0], [0.5, 0.5], [15.0, -8.0]]
+    logvars = [[-12.0, -12.0], [0.0, 2.0], [-6.0, 1.0]]
+    log_pi = [math.log(0.2), math.log(0.3), math.log(0.5)]
+    mixture = Mixture(torch.tensor(means), torch.tensor(logvars), torch.tensor(log_pi))
+    z = torch.tensor([[-20.0, 3.0], [-19.99, 3.01], [20.0, 20.0], [0.5, 0.5]])
+    got = mixture_log_density(z, mixture)
+    assert got.dtype == torch.float32
+    for i in range(len(z)):
+        terms = [
+            log_pi[k] + log_normal_by_hand(z[i].tolist(), means[k], logvars[k]) for k in range(3)
+        ]
+        assert got[i].item() == pytest.approx(logsumexp_by_hand(terms), rel=1e-6, abs=1e-4)
+
+
+def test_the_mixture_density_has_the_gradient_of_its_formula():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    logvars = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    weights = torch.log_softmax(torch.randn(4, generator=g, dtype=torch.float64), 0)
+    z = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda z, m, lv: mixture_log_density(z, Mixture(m, lv, weights)), (z, means, logvars)
+    )
+
+
+def test_a_held_prior_scores_the_same_and_is_not_recomputed():
+    torch.manual_seed(0)
+    model = build_model("vae", input_shape=(1, 3, 3), latent_dim=2, hidden=8, prior="vamp",
+                        pseudo_inputs=5).eval()  # fmt: skip
+    z = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model.log_prior(z)
+        with model.held_prior():
+            assert torch.equal(model.log_prior(z), before)
+            model.prior.pseudo_inputs.add_(0.5)  # the components on entry stay in use
+            assert torch.equal(model.log_prior(z), before)
+        assert not torch.allclose(model.log_prior(z), before)  # recomputed after the block
+
+
 # ------------------------------------------------------------------------- sampling
 def test_mixture_samples_follow_the_weights_means_and_spreads():
     mixture = Mixture(

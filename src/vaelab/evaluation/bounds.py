@@ -238,20 +238,21 @@ def iwae_estimate(
         total=len(x), desc=f"K={k}", unit="img", disable=None if progress else True, leave=False
     )
     since_release = 0
-    for group in range(first_group, last_group + 1):
-        lo = group * NOISE_GROUP - first_index  # where the group starts in x (may be < 0)
-        have = slice(max(lo, 0), min(lo + NOISE_GROUP, len(x)))  # its images in x...
-        at = slice(have.start - lo, have.stop - lo)  # ...and their rows in the group
-        xg = _padded(x[have].to(dev).flatten(1), at)  # (G, D)
-        yg = None if labels is None else _padded(labels[have].to(dev), at)
-        group_rng.manual_seed(group_seed(seed, group))
-        for name, value in _group_terms(model, xg, yg, k, per_draw, group_rng).items():
-            out.setdefault(name, []).append(value[at].cpu())
-        bar.update(at.stop - at.start)
-        since_release += at.stop - at.start
-        if since_release >= batch_size:
-            _release_freed_memory()
-            since_release = 0
+    with model.held_prior():
+        for group in range(first_group, last_group + 1):
+            lo = group * NOISE_GROUP - first_index  # where the group starts in x (may be < 0)
+            have = slice(max(lo, 0), min(lo + NOISE_GROUP, len(x)))  # its images in x...
+            at = slice(have.start - lo, have.stop - lo)  # ...and their rows in the group
+            xg = _padded(x[have].to(dev).flatten(1), at)  # (G, D)
+            yg = None if labels is None else _padded(labels[have].to(dev), at)
+            group_rng.manual_seed(group_seed(seed, group))
+            for name, value in _group_terms(model, xg, yg, k, per_draw, group_rng).items():
+                out.setdefault(name, []).append(value[at].cpu())
+            bar.update(at.stop - at.start)
+            since_release += at.stop - at.start
+            if since_release >= batch_size:
+                _release_freed_memory()
+                since_release = 0
     bar.close()
     _release_freed_memory()
     return {name: torch.cat(parts) for name, parts in out.items()}

