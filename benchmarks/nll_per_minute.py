@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/nll_per_minute.py [--presets fast-nll,lecture,burda-vae]
         [--minutes 5,15,30,60] [--threads 2] [--k 5000] [--root runs/nll-per-minute]
         [--out benchmarks/results/nll_per_minute.jsonl] [--figure docs/figures/nll-per-minute.png]
-        [--draw-only]
+        [--train-flags "--prior vamp --pseudo-inputs 500"] [--draw-only]
 
 Each (preset, minutes) pair is one ``vaelab train --preset NAME --time-budget MINUTES``
 run (``lecture`` is the lecture's model and settings on the same dynamically binarised
@@ -14,6 +14,8 @@ and steps it did, the seconds, the NLL and its standard error, the CPU and its m
 matmul peak); a finished run in ``--root`` is scored again, not retrained. ``--figure``
 draws NLL against minutes from every row in ``--out``. ``--taskset CPUS`` pins the runs
 (e.g. ``--taskset 1 --threads 1``: one core of the machine, the other left to other work).
+``--train-flags`` adds flags to every ``vaelab train`` (they win over the preset's); a row
+records them, and the figure draws such rows as their own line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,12 +38,20 @@ VAELAB = [sys.executable, "-m", "vaelab"]
 LECTURE = "lecture"  # not a preset: the lecture's settings on binarised MNIST
 
 
-def train_command(preset: str, minutes: float, out: Path, threads: str) -> list[str]:
+def train_command(
+    preset: str, minutes: float, out: Path, threads: str, flags: str = ""
+) -> list[str]:
     settings = ["--binarize", "dynamic"] if preset == LECTURE else ["--preset", preset]
     return [
-        *VAELAB, "train", *settings, "--time-budget", str(minutes), "--out", str(out),
-        "--threads", threads, "--quiet",
+        *VAELAB, "train", *settings, *shlex.split(flags), "--time-budget", str(minutes),
+        "--out", str(out), "--threads", threads, "--quiet",
     ]  # fmt: skip
+
+
+def recipe(row: dict) -> str:
+    """A row's recipe as the figure names it: the preset and the flags added to it."""
+    flags = row.get("train_flags")
+    return f"{row['preset']} {flags}" if flags else row["preset"]
 
 
 def cores_used(taskset: str | None) -> int:
@@ -55,12 +66,15 @@ def cores_used(taskset: str | None) -> int:
 
 
 def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
-    out = Path(args.root) / f"{preset}-{minutes:g}min"
+    tag = "-".join(a.lstrip("-") for a in shlex.split(args.train_flags))
+    out = Path(args.root) / "-".join(filter(None, [preset, tag, f"{minutes:g}min"]))
     pin = ["taskset", "-c", args.taskset] if args.taskset else []
     started = time.perf_counter()
     if not (out / "checkpoints" / "last.pt").exists():
         subprocess.run(
-            [*pin, *train_command(preset, minutes, out, args.threads)], check=True, cwd=ROOT
+            [*pin, *train_command(preset, minutes, out, args.threads, args.train_flags)],
+            check=True,
+            cwd=ROOT,
         )
     trained = time.perf_counter() - started
     eval_started = time.perf_counter()
@@ -76,6 +90,7 @@ def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
     budget = meta.get("budget") or {}
     return {
         "preset": preset,
+        **({"train_flags": args.train_flags} if args.train_flags else {}),
         "minutes": minutes,
         "epochs": budget.get("epochs"),
         "steps": budget.get("steps"),
@@ -105,7 +120,7 @@ def draw(rows: list[dict], path: Path) -> None:
 
     def series(row: dict) -> str:  # one line per preset and core count
         cores = row["cores"]
-        return f"{row['preset']} ({'one core' if cores == 1 else f'{cores} cores'})"
+        return f"{recipe(row)} ({'one core' if cores == 1 else f'{cores} cores'})"
 
     # A row far above the rest (a recipe that needs hours, at 5 minutes) would squeeze the
     # others into a sliver: the axis stops TOP_SPAN nats above the lowest NLL and a row
@@ -158,6 +173,7 @@ def main() -> None:
     p.add_argument("--root", default="runs/nll-per-minute")
     p.add_argument("--out", default="benchmarks/results/nll_per_minute.jsonl")
     p.add_argument("--figure", default=None)
+    p.add_argument("--train-flags", default="", help="more flags for every vaelab train")
     p.add_argument("--draw-only", action="store_true", help="redraw --figure from --out")
     args = p.parse_args()
     out = Path(args.out)
