@@ -52,6 +52,18 @@ def test_given_settings_win_and_a_given_length_replaces_the_preset_s():
     assert preset_settings("fast-nll", {})["time_budget"] == 60.0
 
 
+def test_a_given_prior_drops_the_preset_s_size_of_another_prior():
+    standard = TrainConfig.from_preset("vamp", prior="standard")
+    assert (standard.prior, standard.pseudo_inputs) == ("standard", None)
+    mog = TrainConfig.from_preset("vamp", prior="mog", prior_components=10)
+    assert (mog.prior, mog.prior_components, mog.pseudo_inputs) == ("mog", 10, None)
+    smaller = TrainConfig.from_preset("vamp", prior="vamp", pseudo_inputs=50)
+    assert smaller.pseudo_inputs == 50
+    assert TrainConfig.from_preset("vamp", prior="vamp").pseudo_inputs == 500
+    with pytest.raises(SettingError, match="prior.mog needs .*prior.components"):
+        TrainConfig.from_preset("vamp", prior="mog").validate()
+
+
 def test_the_record_names_the_preset_and_what_was_overridden():
     record = describe_preset(TrainConfig.from_preset("burda-vae", lr=5e-4, epochs=3))
     assert record["name"] == "burda-vae"

@@ -317,6 +317,9 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so_in_one_line(
         assert "no native bfloat16" in notes[0] and "slower" in notes[0]
 
 
+@pytest.mark.skipif(
+    T.available_cores() < 2, reason="one core allowed (taskset): one thread, nothing to calibrate"
+)
 def test_recalibrate_runs_the_real_step_in_child_processes(capsys, monkeypatch, tmp_path, tiny_npz):
     """The real calibration (two child processes timing the tiny model's step), cached in
     the user cache; the next run reads it and starts no child."""

@@ -21,6 +21,9 @@ from vaelab.errors import SettingError
 # --epochs and --time-budget say how long a run trains: one of them. A length given on the
 # command line replaces the preset's, whichever of the two it is.
 LENGTH_SETTINGS = ("epochs", "time_budget")
+# A learned prior's size belongs to that prior: a --prior given on the command line drops
+# the preset's size of another prior (the VampPrior's pseudo-inputs under --prior mog).
+PRIOR_SIZE_SETTINGS = {"vamp": "pseudo_inputs", "mog": "prior_components"}
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ PRESETS: dict[str, Preset] = {
 def preset_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """The settings of a run of preset ``name``: the preset's, then those ``given`` (the
     flags on the command line win). A length given (``epochs`` or ``time_budget``)
-    replaces the preset's length.
+    replaces the preset's length; a prior given drops the preset's size of another prior.
 
     Examples:
         >>> s = preset_settings("burda-vae", {"epochs": 5})
@@ -160,6 +163,10 @@ def preset_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
     if any(k in given for k in LENGTH_SETTINGS):
         for key in LENGTH_SETTINGS:
             settings.pop(key, None)
+    if "prior" in given:
+        for kind, size in PRIOR_SIZE_SETTINGS.items():
+            if kind != given["prior"]:
+                settings.pop(size, None)
     return {**settings, **given, "preset": name}
 
 
