@@ -25,6 +25,8 @@ BINARIZE_CHOICES = ("none", "dynamic", "static")
 OBJECTIVE_CHOICES = ("elbo", "iwae")
 ESTIMATOR_CHOICES = ("standard", "dreg")  # the gradient of --objective iwae
 PRIOR_CHOICES = ("standard", "mog", "vamp")  # p(z): N(0, I) or a learned one
+# A learned prior's size, the setting that only it takes: --pseudo-inputs, --prior-components.
+PRIOR_SIZE_SETTINGS = {"vamp": "pseudo_inputs", "mog": "prior_components"}
 LR_SCHEDULE_CHOICES = ("constant", "burda", "cosine")  # vaelab.training.schedules
 CONDITION_CHOICES = ("none", "label")
 # the MLP's nonlinearity (--activation); vaelab.models.vae.ACTIVATIONS maps each to its layer

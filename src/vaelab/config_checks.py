@@ -22,6 +22,7 @@ from vaelab.config import (
     OBJECTIVE_CHOICES,
     PRECISION_CHOICES,
     PRIOR_CHOICES,
+    PRIOR_SIZE_SETTINGS,
     RECON_CHOICES,
     TrainConfig,
     check_choice,
@@ -190,11 +191,9 @@ def _validate_prior_and_estimator(config: TrainConfig, model_cls: type) -> None:
 
     check_choice("prior", config.prior, PRIOR_CHOICES)
     check_choice("estimator", config.estimator, ESTIMATOR_CHOICES)
-    sizes = (
-        ("pseudo_inputs", "vamp", "learned pseudo-inputs (e.g. 500)"),
-        ("prior_components", "mog", "Gaussians"),
-    )
-    for name, kind, what in sizes:
+    what_sizes = {"vamp": "learned pseudo-inputs (e.g. 500)", "mog": "Gaussians"}
+    for kind, name in PRIOR_SIZE_SETTINGS.items():
+        what = what_sizes[kind]
         value = getattr(config, name)
         if value is None and config.prior == kind:
             raise SettingError(f"{{prior}} {kind} needs {{{name}}} K, the number of its {what}")

@@ -16,14 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vaelab.config import PRIOR_SIZE_SETTINGS  # a learned prior's own size setting
 from vaelab.errors import SettingError
 
 # --epochs and --time-budget say how long a run trains: one of them. A length given on the
 # command line replaces the preset's, whichever of the two it is.
 LENGTH_SETTINGS = ("epochs", "time_budget")
-# A learned prior's size belongs to that prior: a --prior given on the command line drops
-# the preset's size of another prior (the VampPrior's pseudo-inputs under --prior mog).
-PRIOR_SIZE_SETTINGS = {"vamp": "pseudo_inputs", "mog": "prior_components"}
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,7 @@ def preset_settings(name: str, given: dict[str, Any]) -> dict[str, Any]:
     if any(k in given for k in LENGTH_SETTINGS):
         for key in LENGTH_SETTINGS:
             settings.pop(key, None)
-    if "prior" in given:
+    if "prior" in given:  # a size belongs to its prior: drop the preset's for another prior
         for kind, size in PRIOR_SIZE_SETTINGS.items():
             if kind != given["prior"]:
                 settings.pop(size, None)
