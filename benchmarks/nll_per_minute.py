@@ -49,7 +49,11 @@ def train_command(
 
 
 def recipe(row: dict) -> str:
-    """A row's recipe as the figure names it: the preset and the flags added to it."""
+    """A row's recipe as the figure names it: the row's own ``recipe`` where it has one (a
+    row trained before its preset changed says what it ran), else the preset and the flags
+    added to it."""
+    if row.get("recipe"):
+        return row["recipe"]
     flags = row.get("train_flags")
     return f"{row['preset']} {flags}" if flags else row["preset"]
 
@@ -91,6 +95,8 @@ def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
     return {
         "preset": preset,
         **({"train_flags": args.train_flags} if args.train_flags else {}),
+        "recipe": " ".join(filter(None, [preset, args.train_flags])),
+        "preset_settings": (meta.get("preset") or {}).get("settings"),
         "minutes": minutes,
         "epochs": budget.get("epochs"),
         "steps": budget.get("steps"),

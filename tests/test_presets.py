@@ -52,6 +52,13 @@ def test_given_settings_win_and_a_given_length_replaces_the_preset_s():
     assert preset_settings("fast-nll", {})["time_budget"] == 60.0
 
 
+def test_fast_nll_has_its_measured_vampprior_and_runs_with_n01_on_request():
+    fast = TrainConfig.from_preset("fast-nll")
+    assert (fast.prior, fast.pseudo_inputs, fast.hidden) == ("vamp", 300, [400, 400])
+    plain = TrainConfig.from_preset("fast-nll", prior="standard")
+    assert (plain.prior, plain.pseudo_inputs, plain.hidden) == ("standard", None, [400, 400])
+
+
 def test_a_given_prior_drops_the_preset_s_size_of_another_prior():
     standard = TrainConfig.from_preset("vamp", prior="standard")
     assert (standard.prior, standard.pseudo_inputs) == ("standard", None)
