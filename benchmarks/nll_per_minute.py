@@ -95,7 +95,7 @@ def run_one(preset: str, minutes: float, args: argparse.Namespace) -> dict:
     return {
         "preset": preset,
         **({"train_flags": args.train_flags} if args.train_flags else {}),
-        "recipe": " ".join(filter(None, [preset, args.train_flags])),
+        "recipe": recipe({"preset": preset, "train_flags": args.train_flags}),
         "preset_settings": (meta.get("preset") or {}).get("settings"),
         "minutes": minutes,
         "epochs": budget.get("epochs"),
