@@ -17,7 +17,7 @@ epoch of the reference (the speed-up is the median of those adjacent pairs):
   tensor, a shuffling DataLoader, separate fc21/fc22 heads, BCE on sigmoid outputs, and
   ``loss.item()`` every step;
 - ``naive``: the same model and loss with the dataset in memory and randperm batches;
-- ``vaelab fp32`` / ``vaelab bf16``: ``vaelab.training.loop.train_epoch`` (in-memory batches,
+- ``vaelab fp32`` / ``vaelab bf16``: ``vaelab.training.epoch.train_epoch`` (in-memory batches,
   BCE from logits, fused Adam called directly, ``--precision bf16``, timed only on a CPU
   with native bf16); ``--compile`` adds torch.compile (compiled before the timed epochs).
   Further rows take one thing away (torch's default Adam, torch's fused ``Adam.step``,
@@ -88,8 +88,8 @@ from torch import Tensor  # noqa: E402
 from vaelab.config import TrainConfig  # noqa: E402
 from vaelab.data.datasets import load_dataset  # noqa: E402
 from vaelab.models import build_model  # noqa: E402
+from vaelab.training.epoch import train_epoch  # noqa: E402
 from vaelab.training.epoch_end import evaluate_loss  # noqa: E402
-from vaelab.training.loop import train_epoch  # noqa: E402
 from vaelab.training.optim import make_optimizer  # noqa: E402
 from vaelab.training.step import TrainStep  # noqa: E402
 
@@ -105,7 +105,7 @@ def epoch_gflop(n: int, h: int = 400, d: int = 20) -> float:
 
 
 def run_vaelab(x: Tensor, x_test: Tensor, config: TrainConfig, optimizer=None) -> Trainer:
-    """``vaelab.training.loop.train_epoch`` with the trainer's optimiser and step; with
+    """``vaelab.training.epoch.train_epoch`` with the trainer's optimiser and step; with
     --compile the step is compiled (full and last batch) before the weights are reset."""
     torch.manual_seed(config.seed)
     model = build_model(

@@ -16,16 +16,17 @@ import torch
 from torch import nn
 
 from conftest import assert_one_line_error, call_cli, make_arrays, train_tiny_run
+from vaelab.cli.evaluate import format_result
 from vaelab.config import CONDITIONAL_BETA, TrainConfig
 from vaelab.data.datasets import arrays_to_dataset, label_classes
 from vaelab.errors import SettingError, VaelabError
 from vaelab.evaluation.bounds import iwae_estimate
 from vaelab.evaluation.classifier import label_accuracy, sample_scores
-from vaelab.evaluation.evaluate import evaluate_run, format_result
+from vaelab.evaluation.evaluate import evaluate_run
 from vaelab.models import MODELS, build_model
 from vaelab.run import load_run
 from vaelab.training.loop import train
-from vaelab.viz import analysis, dimension_figures, figures
+from vaelab.viz import analysis, dimension_figures, dimensions, figures
 from vaelab.viz.report import _label_accuracy_section, build_report
 
 SHAPE = (1, 8, 8)
@@ -332,7 +333,7 @@ def test_the_report_of_a_conditional_run(runs, evaluated, tmp_path):
 def test_traversals_of_a_conditional_run_decode_with_a_label(runs, tmp_path):
     run = load_run(runs["vae"])
     base = np.zeros(run.model.latent_dim)
-    as0, as1 = (analysis.traversal(run.model, base, [0], steps=3, label=k) for k in (0, 1))
+    as0, as1 = (dimensions.traversal(run.model, base, [0], steps=3, label=k) for k in (0, 1))
     assert not np.allclose(as0["images"], as1["images"])  # the label changes the picture
     assert dimension_figures.make_traversal(
         run, out=tmp_path, steps=3

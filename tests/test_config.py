@@ -89,13 +89,3 @@ def test_the_flags_offer_the_configs_choices():
     assert actions["device"].choices is config.DEVICE_CHOICES
     assert actions["precision"].choices is config.PRECISION_CHOICES
     assert actions["objective"].choices is config.OBJECTIVE_CHOICES
-
-
-def test_text_parsers():
-    assert config.int_list("0, 5,10,") == [0, 5, 10]
-    assert config.number_or_learned("learned") == "learned"
-    assert config.number_or_learned("1e-1") == 0.1
-    with pytest.raises(ValueError, match="comma-separated integers"):
-        config.int_list("1,x")
-    with pytest.raises(ValueError, match="a number or 'learned'"):
-        config.number_or_learned("tuned")

@@ -9,11 +9,12 @@ from torch import nn
 from conftest import call_cli as call
 from conftest import make_arrays, train_tiny_run
 from vaelab.checksums import read_json
+from vaelab.cli.evaluate import format_result
 from vaelab.config import TrainConfig
 from vaelab.errors import VaelabError
 from vaelab.evaluation import bounds
 from vaelab.evaluation.bounds import active_units, iwae_estimate, latent_usage, mutual_information
-from vaelab.evaluation.evaluate import evaluate_run, format_result
+from vaelab.evaluation.evaluate import evaluate_run
 from vaelab.models import LatentModel, build_model
 from vaelab.training.loop import train
 

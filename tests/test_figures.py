@@ -120,9 +120,11 @@ def test_traversal_rows_are_the_dimensions_most_used_first(run, tmp_path):
 def test_traversal_of_a_model_with_another_prior_starts_at_its_mean(run, tmp_path, monkeypatch):
     import torch
 
-    seen, real = [], figures.analysis.traversal
+    seen, real = [], dimension_figures.dimensions.traversal
     monkeypatch.setattr(run.model, "prior_mean", lambda: torch.full((3,), 1.5))
-    monkeypatch.setattr(figures.analysis, "traversal", lambda *a: seen.append(a[1]) or real(*a))
+    monkeypatch.setattr(
+        dimension_figures.dimensions, "traversal", lambda *a: seen.append(a[1]) or real(*a)
+    )
     dimension_figures.make_traversal(run, out=tmp_path)
     np.testing.assert_allclose(seen[0], [1.5, 1.5, 1.5])
 

@@ -20,7 +20,7 @@ from vaelab.models import build_model
 from vaelab.models.priors import Mixture, mixture_log_density, mixture_mean, sample_mixture
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.loop import train
-from vaelab.viz import analysis, dimension_figures, figures
+from vaelab.viz import analysis, dimension_figures, dimensions, figures
 
 QUIET = dict(progress=False, log=lambda _m: None)
 
@@ -268,7 +268,7 @@ def test_figures_of_a_vamp_run_use_its_prior(vamp_run, tmp_path):
     q = analysis.prior_grid_values(points[:, 0], 5)
     assert q[0] == pytest.approx(np.quantile(points[:, 0], 0.05))
     # the dimensions are ranked by the variance of the means (no KL per dimension)
-    use, what = analysis.dimension_use(run.model, run.latents(1))
+    use, what = dimensions.dimension_use(run.model, run.latents(1))
     assert what == "variance"
 
 

@@ -1,7 +1,8 @@
 """CPU threads chosen by measurement (vaelab.training.threads, .calibrate): the busy-core
-rule, the governor, the calibration cache and its key, what the environment and the
-flags decide, and the bf16 note. conftest sets VAELAB_AUTO_THREADS=0 for the whole suite;
-the tests here that need the automatic choice remove it."""
+rule, the governor, the plan read from the calibration cache (its key and file:
+test_calibration_cache.py), what the environment and the flags decide, and the bf16
+note. conftest sets VAELAB_AUTO_THREADS=0 for the whole suite; the tests here that need
+the automatic choice remove it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from conftest import assert_one_line_error, call_cli
 from vaelab.errors import VaelabError
 from vaelab.training import calibrate as C
-from vaelab.training import cpu
+from vaelab.training import calibration_cache, cpu
 from vaelab.training import threads as T
 
 LECTURE = {"dataset": "mnist", "epochs": 10}  # 2350 steps: long enough to calibrate
@@ -79,7 +80,7 @@ def test_the_governor_follows_the_counters_and_the_loop_applies_its_count():
 def test_the_training_loop_applies_the_governors_count_between_steps(tiny, monkeypatch):
     from vaelab.config import TrainConfig
     from vaelab.models import build_model
-    from vaelab.training.loop import train_epoch
+    from vaelab.training.epoch import train_epoch
     from vaelab.training.optim import make_optimizer
     from vaelab.training.step import TrainStep
 
@@ -102,62 +103,7 @@ def test_a_resumed_run_is_planned_with_its_saved_shape(finished_cli_run):
 
     settings = run_settings({"resume": str(finished_cli_run), "epochs": 3, "quiet": True})
     assert settings["latent_dim"] == 2 and settings["hidden"] == 8 and settings["epochs"] == 3
-    assert T.step_shape(settings)["dataset"].endswith("tiny.npz")
-
-
-# ----------------------------------------------------------------------- the cache key
-def key(**changes) -> str:
-    parts = {
-        "cpu": "AMD EPYC",
-        "flags": frozenset({"avx2", "fma"}),
-        "cores": 2,
-        "torch": "2.13.0+cpu",
-        "shape": T.step_shape({}),
-    }
-    return T.cache_key(**{**parts, **changes})
-
-
-def test_the_cache_key_names_cpu_flags_cores_torch_and_model_shape():
-    assert key() == key()
-    changed = [
-        key(cpu="Intel Xeon"),
-        key(flags=frozenset({"avx2", "fma", "avx512_bf16"})),  # same name, another host
-        key(cores=16),
-        key(torch="2.14.0+cpu"),
-        key(shape=T.step_shape({"hidden": 1000})),
-        key(shape=T.step_shape({"batch_size": 128})),
-        key(shape=T.step_shape({"precision": "bf16"})),
-    ]
-    assert len({key(), *changed}) == len(changed) + 1
-
-
-def test_the_shape_fills_in_the_defaults_and_ignores_what_costs_nothing():
-    lecture = T.step_shape({})
-    assert lecture["hidden"] == 400 and lecture["batch_size"] == 256
-    assert T.step_shape({"latent_dim": 20, "hidden": 400}) == lecture
-    assert T.step_shape({"epochs": 3, "seed": 7, "lr": 0.01, "out": "x"}) == lecture
-    assert T.step_shape({"latent_dim": 2})["hidden"] == 4
-
-
-def test_a_new_calibration_method_invalidates_the_cache(monkeypatch):
-    old = key()
-    monkeypatch.setattr(T, "CALIBRATION_VERSION", T.CALIBRATION_VERSION + 1)
-    assert key() != old
-
-
-def test_the_cache_stores_reads_replaces_and_survives_damage(tmp_path):
-    path = tmp_path / "vaelab" / "threads.json"
-    assert T.cached_calibration(path, "k1") is None
-    T.store_calibration(path, "k1", MEASURED)
-    T.store_calibration(path, "k2", {**MEASURED, "threads": 1})
-    assert T.cached_calibration(path, "k1")["threads"] == 2
-    T.store_calibration(path, "k1", {**MEASURED, "spin": T.SPIN_LOW})  # --recalibrate
-    assert T.cached_calibration(path, "k1")["spin"] == T.SPIN_LOW
-    assert T.cached_calibration(path, "k2")["threads"] == 1
-    path.write_text("{not json")
-    assert T.cached_calibration(path, "k1") is None  # measured again
-    path.write_text(json.dumps({"k1": {"threads": "two"}}))
-    assert T.cached_calibration(path, "k1") is None
+    assert calibration_cache.step_shape(settings)["dataset"].endswith("tiny.npz")
 
 
 # -------------------------------------------------------------------------- the plan
@@ -346,8 +292,11 @@ def test_the_command_sets_the_cached_spin_before_torch_loads(tmp_path):
     (the command then fails at once: the run to resume does not exist)."""
     cache = tmp_path / "cache"
     cpu, flags = T.cpu_description()
-    key = T.cache_key(cpu, flags, T.available_cores(), T.torch_version(), T.step_shape({}))
-    T.store_calibration(cache / "vaelab" / "threads.json", key, {"threads": 1, "spin": 300000})
+    shape = calibration_cache.step_shape({})
+    key = calibration_cache.cache_key(cpu, flags, T.available_cores(), T.torch_version(), shape)
+    calibration_cache.store_calibration(
+        cache / "vaelab" / "threads.json", key, {"threads": 1, "spin": 300000}
+    )
     code = (
         "import os, sys, vaelab.cli\n"
         "assert vaelab.cli.main(['train', '--resume', sys.argv[1]]) == 2\n"

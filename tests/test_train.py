@@ -7,7 +7,7 @@ from vaelab.checksums import seal_json
 from vaelab.config import TrainConfig
 from vaelab.errors import DivergenceError, VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
-from vaelab.training.loop import epoch_permutation, train
+from vaelab.training.loop import train
 
 QUIET = {"progress": False, "log": lambda _m: None}
 
@@ -138,12 +138,6 @@ def test_mse_accepts_data_outside_unit_range(tmp_path):
     train(small(recon="mse"), out=tmp_path / "b", data=ds, **QUIET)
 
 
-def test_epoch_permutation_depends_on_seed_and_epoch_only():
-    assert torch.equal(epoch_permutation(100, 1, 3), epoch_permutation(100, 1, 3))
-    assert not torch.equal(epoch_permutation(100, 1, 3), epoch_permutation(100, 1, 4))
-    assert sorted(epoch_permutation(50, 7, 1).tolist()) == list(range(50))
-
-
 def test_dynamic_binarization_trains_on_binary_batches(tiny, tmp_path):
     root = train(small(binarize="dynamic"), out=tmp_path / "r", data=tiny, **QUIET)
     rows = read_metrics(RunPaths(root).metrics)
@@ -167,7 +161,7 @@ def test_resume_after_a_kill_during_the_final_figures_only_draws_them(tiny, tmp_
 
 def test_bf16_precision_runs_matmuls_in_bfloat16_and_keeps_the_loss(tiny, tmp_path):
     from vaelab.models import build_model
-    from vaelab.training.loop import train_epoch
+    from vaelab.training.epoch import train_epoch
     from vaelab.training.optim import make_optimizer
     from vaelab.training.step import TrainStep
 

@@ -26,9 +26,9 @@ from vaelab.config import (
     RECON_CHOICES,
     TrainConfig,
     check_choice,
-    hidden_list,
 )
 from vaelab.errors import SettingError
+from vaelab.setting_values import hidden_list
 
 
 def validate_config(config: TrainConfig) -> None:

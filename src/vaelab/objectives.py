@@ -23,10 +23,11 @@ from __future__ import annotations
 import torch
 from torch import Generator, Tensor
 
-from vaelab.config import TrainConfig, share_of_run
+from vaelab.config import TrainConfig
 from vaelab.errors import SettingError
 from vaelab.losses import LossTerms, iwae_bound
 from vaelab.models.base import LatentModel, LogWeights
+from vaelab.setting_values import share_of_run
 
 
 def negative_elbo(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from vaelab.cli.train import add_train_arguments
 from vaelab.config import BINARIZE_CHOICES, DEVICE_CHOICES
@@ -69,7 +70,7 @@ def add_eval_arguments(p: argparse.ArgumentParser, batch_flag: str) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import os
 
-    from vaelab.evaluation.evaluate import evaluate_run, format_result
+    from vaelab.evaluation.evaluate import evaluate_run
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_evaluation(args)
@@ -245,3 +246,44 @@ def register(command) -> None:
     )
     g.add_argument("--out", required=True, metavar="DIR", help="one run per value in DIR/")
     add_eval_arguments(p, "--eval-batch-size")
+
+
+def format_result(result: dict[str, Any]) -> str:
+    """A short printed table of an evaluation."""
+    lines = [
+        f"{result['run']}: {result['split']} split, {result['n_images']} images, "
+        f"binarize {result['binarize']}, epoch {result['epoch']}"
+        + (" (checkpoints/best.pt)" if result.get("checkpoint") == "best" else "")
+    ]
+    if result["nll_iwae"] is not None:
+        lines += [
+            f"  neg_elbo      {result['neg_elbo']:9.2f} ± {result['neg_elbo_se']:.2f}   "
+            f"= recon {result['recon']:.2f} + kl {result['kl']:.2f}  (z sampled)",
+            f"  nll_iwae      {result['nll_iwae']:9.2f} ± {result['nll_iwae_se']:.2f}   "
+            f"(K = {result['iw_samples']})",
+        ]
+    else:
+        lines.append(f"  recon         {result['recon']:9.2f}   (z = code)")
+    lines.append(f"  active units  {result['active_units']:9d} of {result['latent_dim']}")
+    if result.get("mutual_information") is not None:
+        lines.append(
+            f"  I(x; z)       {result['mutual_information']:9.2f}   nats, of at most "
+            f"log N = {result['mutual_information_max']:.2f} (aggregate posterior)"
+        )
+    s = result.get("sample_scores")
+    if s:
+        lines.append(
+            f"  samples       confidence {s['mean_confidence']:.3f}, "
+            f"{100 * s['confident_fraction']:.1f}% >= 0.9, class entropy "
+            f"{s['class_entropy']:.2f}/{s['class_entropy_max']:.2f} nats, "
+            f"Fréchet {s['frechet_distance']:.2f}  (N = {s['n_samples']})"
+        )
+    acc = result.get("label_accuracy")
+    if acc:
+        lines.append(
+            f"  label acc.    {100 * acc['overall']:8.1f}%   samples decoded with label k read "
+            f"as k; worst label {acc['worst_label']}: {100 * acc['worst']:.1f}%"
+        )
+    lines.append(f"  seconds       {result['seconds']:9.1f}")
+    lines.append(f"note: {result['note']}")
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from vaelab import config
+from vaelab import config, setting_values
 from vaelab.cli import flag
 from vaelab.training.threads import parse_threads
 
@@ -20,8 +20,8 @@ DEFAULTS_NOTE = (
 
 
 def text_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse ``type`` from a text parser of :mod:`vaelab.config`: the parser's
-    ValueError becomes argparse's one-line message."""
+    """An argparse ``type`` from a text parser of :mod:`vaelab.setting_values`: the
+    parser's ValueError becomes argparse's one-line message."""
 
     def convert(text: str) -> Any:
         try:
@@ -33,7 +33,7 @@ def text_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-int_list = text_type(config.int_list)
+int_list = text_type(setting_values.int_list)
 SIMPLE_TYPES = {"int": int, "float": float}  # the annotations that say how to read text
 
 

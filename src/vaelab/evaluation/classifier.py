@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from vaelab.data.datasets import Dataset
 from vaelab.data.sources import cache_dir
 from vaelab.errors import VaelabError
+from vaelab.models import LatentModel
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
 
 CONFIDENT = 0.9  # a sample counts as confidently classified at this max-softmax
@@ -310,4 +311,25 @@ def sample_scores(
     }
     if labels is not None:
         out["label_accuracy"] = label_accuracy(label, labels.long(), probs.shape[1])
+    return out
+
+
+def score_prior_samples(
+    model: LatentModel,
+    raw: Dataset,
+    n_samples: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Sample scores of ``model`` with the cached (or freshly trained) classifier of
+    ``raw``, against its grey test images. A conditional model decodes sample i with
+    label i mod K, and ``label_accuracy`` says how often the classifier reads that label."""
+    from vaelab.viz.analysis import balanced_labels, prior_samples
+
+    classifier, info = get_classifier(raw, log=log)
+    labels = balanced_labels(n_samples, model.n_classes) if model.conditional else None
+    samples = torch.from_numpy(prior_samples(model, n_samples, seed, labels=labels))
+    labels = None if labels is None else torch.from_numpy(labels)
+    out = sample_scores(classifier, samples, raw.x_test, labels=labels)
+    out["classifier"] = info
     return out

@@ -369,8 +369,10 @@ def _evaluate(
         sample_scores=None,
     )
     if scores:
+        from vaelab.evaluation.classifier import score_prior_samples
+
         t1 = time.perf_counter()
-        result["sample_scores"] = score_prior_samples(model, raw, run, n_samples, seed, log)
+        result["sample_scores"] = score_prior_samples(model, raw, n_samples, seed, log)
         result["sample_scores"]["seconds"] = round(time.perf_counter() - t1, 2)
         if model.conditional:  # also at the top: the number a conditional run is judged by
             result["label_accuracy"] = result["sample_scores"]["label_accuracy"]
@@ -388,70 +390,6 @@ def _evaluate(
     return result
 
 
-def score_prior_samples(
-    model: LatentModel,
-    raw: Dataset,
-    run: Run,
-    n_samples: int,
-    seed: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """Sample scores of ``model`` with the cached (or freshly trained) classifier of
-    ``raw``, against its grey test images. A conditional model decodes sample i with
-    label i mod K, and ``label_accuracy`` says how often the classifier reads that label."""
-    from vaelab.evaluation.classifier import get_classifier, sample_scores
-    from vaelab.viz.analysis import balanced_labels, prior_samples
-
-    classifier, info = get_classifier(raw, log=log)
-    labels = balanced_labels(n_samples, model.n_classes) if model.conditional else None
-    samples = torch.from_numpy(prior_samples(model, n_samples, seed, labels=labels))
-    labels = None if labels is None else torch.from_numpy(labels)
-    out = sample_scores(classifier, samples, raw.x_test, labels=labels)
-    out["classifier"] = info
-    return out
-
-
 def _se(values: Tensor) -> float | None:
     """Standard error of the mean over images."""
     return float(values.std(unbiased=True) / math.sqrt(len(values))) if len(values) > 1 else None
-
-
-def format_result(result: dict[str, Any]) -> str:
-    """A short printed table of an evaluation."""
-    lines = [
-        f"{result['run']}: {result['split']} split, {result['n_images']} images, "
-        f"binarize {result['binarize']}, epoch {result['epoch']}"
-        + (" (checkpoints/best.pt)" if result.get("checkpoint") == "best" else "")
-    ]
-    if result["nll_iwae"] is not None:
-        lines += [
-            f"  neg_elbo      {result['neg_elbo']:9.2f} ± {result['neg_elbo_se']:.2f}   "
-            f"= recon {result['recon']:.2f} + kl {result['kl']:.2f}  (z sampled)",
-            f"  nll_iwae      {result['nll_iwae']:9.2f} ± {result['nll_iwae_se']:.2f}   "
-            f"(K = {result['iw_samples']})",
-        ]
-    else:
-        lines.append(f"  recon         {result['recon']:9.2f}   (z = code)")
-    lines.append(f"  active units  {result['active_units']:9d} of {result['latent_dim']}")
-    if result.get("mutual_information") is not None:
-        lines.append(
-            f"  I(x; z)       {result['mutual_information']:9.2f}   nats, of at most "
-            f"log N = {result['mutual_information_max']:.2f} (aggregate posterior)"
-        )
-    s = result.get("sample_scores")
-    if s:
-        lines.append(
-            f"  samples       confidence {s['mean_confidence']:.3f}, "
-            f"{100 * s['confident_fraction']:.1f}% >= 0.9, class entropy "
-            f"{s['class_entropy']:.2f}/{s['class_entropy_max']:.2f} nats, "
-            f"Fréchet {s['frechet_distance']:.2f}  (N = {s['n_samples']})"
-        )
-    acc = result.get("label_accuracy")
-    if acc:
-        lines.append(
-            f"  label acc.    {100 * acc['overall']:8.1f}%   samples decoded with label k read "
-            f"as k; worst label {acc['worst_label']}: {100 * acc['worst']:.1f}%"
-        )
-    lines.append(f"  seconds       {result['seconds']:9.1f}")
-    lines.append(f"note: {result['note']}")
-    return "\n".join(lines)

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from vaelab.config import hidden_list
 from vaelab.losses import LossTerms, gaussian_kl_diag, log_normal_diag, reparameterize
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel, LogWeights
 from vaelab.models.vae import MLPSizes, mlp
+from vaelab.setting_values import hidden_list
 
 
 @dataclass

@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaelab.config import TrainConfig, share_of_run
+from vaelab.config import TrainConfig
 from vaelab.objectives import kl_weight
+from vaelab.setting_values import share_of_run
 from vaelab.training.schedules import lr_factor
 
 

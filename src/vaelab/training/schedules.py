@@ -21,7 +21,8 @@ from __future__ import annotations
 import bisect
 import math
 
-from vaelab.config import TrainConfig, share_of_run
+from vaelab.config import TrainConfig
+from vaelab.setting_values import share_of_run
 
 BURDA_STAGES = 8
 BURDA_EPOCHS = (3**BURDA_STAGES - 1) // 2  # 1 + 3 + 9 + ... + 3^7 = 3280

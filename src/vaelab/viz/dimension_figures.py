@@ -14,7 +14,7 @@ import torch
 
 from vaelab.errors import VaelabError
 from vaelab.run import Run
-from vaelab.viz import analysis, latent_plots, plots
+from vaelab.viz import analysis, dimensions, latent_plots, plots
 from vaelab.viz.figures import epochs_or_cached, label_name, model_kind, output_dir
 
 MAX_TRAVERSAL_ROWS = 32  # the most-used dimensions shown by default
@@ -66,7 +66,7 @@ def make_traversal(
 ) -> Path:
     """One row per latent dimension (0-based ``dims``; default: all, at most 32), most
     used first: the base code decoded with that dimension moved by t in [-span, span]
-    (``analysis.traversal``). Base: the prior mean, or with ``index`` the posterior mean
+    (``dimensions.traversal``). Base: the prior mean, or with ``index`` the posterior mean
     of that test image. Use is the mean KL at the last cached epoch (an AE: the codes'
     variance; its base is their mean and t is in units of their std). A conditional run
     decodes with ``label`` (default: the test image's own label, else 0)."""
@@ -77,13 +77,15 @@ def make_traversal(
     if steps > MAX_TRAVERSAL_STEPS:
         raise VaelabError(f"--steps {steps} is too many to see; use at most {MAX_TRAVERSAL_STEPS}")
     lat = _last_latents(run)
-    use, what = analysis.dimension_use(model, lat) if lat is not None else (np.full(d, np.nan), "")
+    use, what = (
+        dimensions.dimension_use(model, lat) if lat is not None else (np.full(d, np.nan), "")
+    )
     chosen = list(range(d)) if dims is None else list(dict.fromkeys(dims))
     order = sorted(chosen, key=lambda j: -use[j] if np.isfinite(use[j]) else j)
     order = order[:MAX_TRAVERSAL_ROWS] if dims is None else order
     base, scale, where, label = _traversal_base(run, lat, index, data, label)
-    tr = analysis.traversal(model, base, order, span, steps, scale, label)
-    unused = [bool(np.isfinite(use[j]) and use[j] < analysis.INACTIVE) for j in order]
+    tr = dimensions.traversal(model, base, order, span, steps, scale, label)
+    unused = [bool(np.isfinite(use[j]) and use[j] < dimensions.INACTIVE) for j in order]
     labels = [
         f"z{j + 1}"
         + (f"  {what} {use[j]:.{2 if use[j] >= 0.1 else 3}f}" if np.isfinite(use[j]) else "")
@@ -93,7 +95,7 @@ def make_traversal(
     shown = f"{len(order)} of {d}" if len(order) < d else {1: "the", 2: "both"}.get(d, f"all {d}")
     ranked = (
         f", most used ({what} at epoch {run.cached_epochs()[-1]}) first; grey: inactive "
-        f"({what} < {analysis.INACTIVE:g})"
+        f"({what} < {dimensions.INACTIVE:g})"
         if lat is not None
         else ""
     )
@@ -124,7 +126,7 @@ def make_latent_use(run: Run, out: Path | str | None = None) -> Path:
     if not run.model.stochastic:
         raise VaelabError(f"{run.path} is a plain autoencoder: it has no KL or posterior")
     _check_kl_per_dim(run)
-    use = analysis.latent_use_by_epoch(run.model, {e: run.latents(e) for e in epochs})
+    use = dimensions.latent_use_by_epoch(run.model, {e: run.latents(e) for e in epochs})
     last = use["kl"][-1]
     title = (
         f"{model_kind(run)} latent use, beta = {run.config.beta:g}: epoch {epochs[-1]} has "

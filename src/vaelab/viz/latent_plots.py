@@ -263,7 +263,7 @@ def plot_latent_use(
     threshold: float = 0.01,
 ) -> Path:
     """Is the latent used, epoch by epoch? Left: each dimension's mean KL at the cached
-    epochs (``use`` from ``analysis.latent_use_by_epoch``), unused ones (last KL below
+    epochs (``use`` from ``dimensions.latent_use_by_epoch``), unused ones (last KL below
     ``threshold``) dashed grey. Right: total KL and I(x; z) (its ceiling log N dotted)
     with the active units on a second axis: markers at the cached epochs, lines through
     every epoch where ``metrics`` rows carry them."""

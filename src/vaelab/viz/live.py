@@ -35,7 +35,7 @@ from torch import nn
 from vaelab.losses import CB_TAYLOR_BAND
 from vaelab.models.vae import ACTIVATIONS
 from vaelab.run import Run
-from vaelab.viz import analysis
+from vaelab.viz import analysis, dimensions
 from vaelab.viz.figures import class_names
 
 MAX_PARAMETERS = 1_000_000  # 2 MB as float16, 2.7 MB of base64 in the page
@@ -132,7 +132,7 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
     d = model.latent_dim
     cached = run.cached_epochs()
     lat = run.latents(cached[-1]) if cached else None
-    use, what = analysis.dimension_use(model, lat) if lat is not None else (np.zeros(d), "")
+    use, what = dimensions.dimension_use(model, lat) if lat is not None else (np.zeros(d), "")
     order = [int(j) for j in np.argsort(-use, kind="stable")][:MAX_SLIDERS]
     payload: dict[str, Any] = {
         "latent_dim": d,
@@ -157,7 +157,7 @@ def decoder_payload(run: Run) -> tuple[dict[str, Any] | None, str]:
         "order": order,  # slider order: the most used dimension first
         "use": [round(float(v), 4) for v in use] if what else None,
         "use_name": what,
-        "inactive": analysis.INACTIVE,
+        "inactive": dimensions.INACTIVE,
         # a conditional run's classes (their names): the page shows a label picker
         "labels": _class_labels(run) if getattr(model, "n_classes", 0) else [],
         "map": None,
