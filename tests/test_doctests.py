@@ -15,6 +15,7 @@ MODULES = {
     "vaelab.objectives": 1,
     "vaelab.config": 2,
     "vaelab.setting_values": 2,
+    "vaelab.setting_spec": 1,
     "vaelab.errors": 1,
     "vaelab.data.datasets": 2,
     "vaelab.data.sources": 2,

@@ -12,7 +12,7 @@ from torch import nn
 
 from conftest import assert_one_line_error, call_cli
 from vaelab.checksums import seal_json
-from vaelab.config import ACTIVATION_CHOICES, TrainConfig
+from vaelab.config import TrainConfig
 from vaelab.errors import SettingError
 from vaelab.evaluation.bounds import iwae_estimate
 from vaelab.losses import gaussian_kl_diag, log_normal_diag
@@ -21,6 +21,7 @@ from vaelab.models.vae import ACTIVATIONS
 from vaelab.models.vae_2l import TwoLayerConfig, TwoLayerVAE
 from vaelab.objectives import elbo_terms, iwae_terms
 from vaelab.run import RunPaths, load_run
+from vaelab.setting_spec import ACTIVATION_CHOICES
 from vaelab.training.checkpoint import encode_checkpoint, load_checkpoint
 from vaelab.training.loop import train
 

@@ -12,11 +12,28 @@ its flags from them; the library's errors name the fields (:class:`SettingError`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vaelab.errors import SettingError
+from vaelab.setting_spec import (
+    ACTIVATION_CHOICES,
+    BINARIZE_CHOICES,
+    CONDITION_CHOICES,
+    DATA,
+    DEVICE_CHOICES,
+    ESTIMATOR_CHOICES,
+    LR_SCHEDULE_CHOICES,
+    MODEL,
+    OBJECTIVE_CHOICES,
+    OPTIMISATION,
+    PRECISION_CHOICES,
+    PRIOR_CHOICES,
+    RECON_CHOICES,
+    RUN,
+    check_choice,
+    setting,
+)
 from vaelab.setting_values import (
     epochs_or_share,
     hidden_sizes,
@@ -25,19 +42,6 @@ from vaelab.setting_values import (
     stored_hidden,
 )
 
-RECON_CHOICES = ("bce", "mse")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-PRECISION_CHOICES = ("fp32", "bf16")
-BINARIZE_CHOICES = ("none", "dynamic", "static")
-OBJECTIVE_CHOICES = ("elbo", "iwae")
-ESTIMATOR_CHOICES = ("standard", "dreg")  # the gradient of --objective iwae
-PRIOR_CHOICES = ("standard", "mog", "vamp")  # p(z): N(0, I) or a learned one
-# A learned prior's size, the setting that only it takes: --pseudo-inputs, --prior-components.
-PRIOR_SIZE_SETTINGS = {"vamp": "pseudo_inputs", "mog": "prior_components"}
-LR_SCHEDULE_CHOICES = ("constant", "burda", "cosine")  # vaelab.training.schedules
-CONDITION_CHOICES = ("none", "label")
-# the MLP's nonlinearity (--activation); vaelab.models.vae.ACTIVATIONS maps each to its layer
-ACTIVATION_CHOICES = ("relu", "tanh", "softplus", "elu", "gelu")
 # The lecture's sizes, unless the model has its own (vaelab.models.MODELS[name].defaults)
 LECTURE_LATENT_DIM, LECTURE_ACTIVATION = 20, "relu"
 # beta of a conditional run unless given: enough KL pressure that the latent leaves the
@@ -46,27 +50,6 @@ CONDITIONAL_BETA = 4.0
 DEFAULT_IW_K = 5  # importance samples of --objective iwae unless --iw-k says otherwise
 LECTURE_EMBED_EPOCHS = (0, 5, 10)
 DEFAULT_EPOCHS = 10  # the lecture's, unless --epochs or --time-budget says otherwise
-
-
-# The groups of ``vaelab train --help``, in the order the fields below first use them.
-DATA, MODEL, OPTIMISATION, RUN = "data", "model and loss", "optimisation", "run directory"
-
-
-def setting(default: Any, group: str, help: str, **flag: Any) -> Any:
-    """A TrainConfig field and its flag: ``help`` (``{default}`` in it shows the default),
-    ``group``, and optionally ``parse`` (text -> value), ``metavar`` and ``choices``."""
-    return dataclasses.field(default=default, metadata={"group": group, "help": help, **flag})
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    """Raise SettingError("unknown <name> <value>; choose one of ...") unless ``value`` is
-    one of ``choices``."""
-    if value not in choices:
-        raise SettingError(
-            "unknown {" + name + "} {value!r}; choose one of {choices}",
-            value=value,
-            choices=", ".join(choices),
-        )
 
 
 @dataclass

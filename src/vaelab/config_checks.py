@@ -11,23 +11,22 @@ import dataclasses
 import inspect
 import math
 
-from vaelab.config import (
+from vaelab.config import LECTURE_ACTIVATION, TrainConfig
+from vaelab.errors import SettingError
+from vaelab.setting_spec import (
     ACTIVATION_CHOICES,
     BINARIZE_CHOICES,
     CONDITION_CHOICES,
     DEVICE_CHOICES,
     ESTIMATOR_CHOICES,
-    LECTURE_ACTIVATION,
     LR_SCHEDULE_CHOICES,
     OBJECTIVE_CHOICES,
     PRECISION_CHOICES,
     PRIOR_CHOICES,
     PRIOR_SIZE_SETTINGS,
     RECON_CHOICES,
-    TrainConfig,
     check_choice,
 )
-from vaelab.errors import SettingError
 from vaelab.setting_values import hidden_list
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelab.config import PRIOR_SIZE_SETTINGS  # a learned prior's own size setting
 from vaelab.errors import SettingError
+from vaelab.setting_spec import PRIOR_SIZE_SETTINGS  # a learned prior's own size setting
 
 # --epochs and --time-budget say how long a run trains: one of them. A length given on the
 # command line replaces the preset's, whichever of the two it is.

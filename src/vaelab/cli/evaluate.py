@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from vaelab.cli.train import add_train_arguments
-from vaelab.config import BINARIZE_CHOICES, DEVICE_CHOICES
+from vaelab.setting_spec import BINARIZE_CHOICES, DEVICE_CHOICES
 
 
 def positive_int(text: str) -> int:

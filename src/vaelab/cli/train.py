@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from vaelab import config, setting_values
+from vaelab import config, setting_spec, setting_values
 from vaelab.cli import flag
 from vaelab.training.threads import parse_threads
 
@@ -39,7 +39,7 @@ SIMPLE_TYPES = {"int": int, "float": float}  # the annotations that say how to r
 
 def add_field_argument(g: argparse._ActionsContainer, field: dataclasses.Field) -> None:
     """The flag of one TrainConfig field (``latent_dim`` -> ``--latent-dim``), from its
-    annotation and its metadata (see :func:`vaelab.config.setting`)."""
+    annotation and its metadata (see :func:`vaelab.setting_spec.setting`)."""
     meta = field.metadata
     base = field.type.split(" | ")[0]  # "int | None" -> "int" (annotations are text here)
     kwargs: dict[str, Any] = {"default": argparse.SUPPRESS}
@@ -65,7 +65,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
             groups[title] = p.add_argument_group(title)
         add_field_argument(groups[title], field)
     S = argparse.SUPPRESS
-    groups[config.OPTIMISATION].add_argument(
+    groups[setting_spec.OPTIMISATION].add_argument(
         "--nproc",
         type=int,
         default=S,
@@ -73,7 +73,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="train in N processes with torch.distributed (DDP; gloo on CPU, NCCL on GPU), "
         "as torchrun --nproc-per-node N -m vaelab train ... does; --batch-size stays global",
     )
-    g = groups[config.RUN]
+    g = groups[setting_spec.RUN]
     g.add_argument(
         "--out", default=S, metavar="RUN", help="run directory to create (default runs/<timestamp>)"
     )
@@ -90,7 +90,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "a fresh optimiser state); a damaged last.pt names the newest intact one",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    o = groups[config.OPTIMISATION]
+    o = groups[setting_spec.OPTIMISATION]
     o.add_argument(
         "--threads",
         type=text_type(parse_threads),

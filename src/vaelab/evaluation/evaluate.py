@@ -35,7 +35,6 @@ import torch
 from torch import Tensor
 
 from vaelab.checksums import seal_json
-from vaelab.config import BINARIZE_CHOICES, check_choice
 from vaelab.data.datasets import Dataset, binarize_fixed
 from vaelab.errors import RankLostError, SettingError, StorageError, VaelabError
 from vaelab.evaluation.bounds import (
@@ -50,6 +49,7 @@ from vaelab.fileio import atomic_write_json
 from vaelab.lock import RunLock
 from vaelab.models import LatentModel
 from vaelab.run import Run, load_run
+from vaelab.setting_spec import BINARIZE_CHOICES, check_choice
 from vaelab.training.distributed import (
     World,
     destroy_process_group,

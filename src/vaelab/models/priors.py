@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.config import PRIOR_CHOICES  # --prior; "standard" is N(0, I)
 from vaelab.losses import LOG_2PI
+from vaelab.setting_spec import PRIOR_CHOICES  # --prior; "standard" is N(0, I)
 
 # The pseudo-inputs' start, N(mean, std^2) per pixel (Tomczak & Welling's experiments).
 PSEUDO_INPUT_MEAN, PSEUDO_INPUT_STD = 0.05, 0.01

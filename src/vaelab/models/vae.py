@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vaelab.config import ACTIVATION_CHOICES, check_choice
 from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
+from vaelab.setting_spec import ACTIVATION_CHOICES, check_choice
 from vaelab.setting_values import hidden_list, stored_hidden
 
 # --activation's layers; the names are vaelab.config.ACTIVATION_CHOICES
