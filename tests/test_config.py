@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-from vaelab import config
 from vaelab.cli import Parser, flag
 from vaelab.cli.train import add_train_arguments
 from vaelab.config import TrainConfig
@@ -80,12 +79,3 @@ def test_flags_parse_into_the_config():
     assert (c.binarize, c.device, c.precision, c.grad_clip) == ("dynamic", "cpu", "bf16", 2.0)
     assert c.embed_epochs == [0, 4]
     assert vars(train_parser().parse_args(["--gaussian-sigma", "0.5"]))["gaussian_sigma"] == 0.5
-
-
-def test_the_flags_offer_the_configs_choices():
-    actions = {a.dest: a for a in train_parser()._actions}
-    assert actions["recon"].choices is config.RECON_CHOICES
-    assert actions["binarize"].choices is config.BINARIZE_CHOICES
-    assert actions["device"].choices is config.DEVICE_CHOICES
-    assert actions["precision"].choices is config.PRECISION_CHOICES
-    assert actions["objective"].choices is config.OBJECTIVE_CHOICES

@@ -5,15 +5,17 @@ import dataclasses
 
 import pytest
 
+from vaelab import setting_spec
+from vaelab.cli import Parser
+from vaelab.cli.train import add_train_arguments
 from vaelab.config import TrainConfig
 from vaelab.errors import SettingError
-from vaelab.setting_spec import PRIOR_SIZE_SETTINGS, check_choice
 
 
 def test_check_choice_accepts_members_and_names_the_setting_otherwise():
-    check_choice("objective", "iwae", ("elbo", "iwae"))
+    setting_spec.check_choice("objective", "iwae", ("elbo", "iwae"))
     with pytest.raises(SettingError) as caught:
-        check_choice("objective", "vimco", ("elbo", "iwae"))
+        setting_spec.check_choice("objective", "vimco", ("elbo", "iwae"))
     assert caught.value.setting == "objective"
     assert str(caught.value) == "unknown objective 'vimco'; choose one of elbo, iwae"
 
@@ -39,5 +41,20 @@ def test_a_config_rejects_a_name_its_flag_would_not_offer(field):
 def test_every_learned_prior_names_a_size_setting_of_the_config():
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     prior_field = next(f for f in CHOICE_FIELDS if f.name == "prior")
-    assert set(PRIOR_SIZE_SETTINGS) == set(prior_field.metadata["choices"]) - {"standard"}
-    assert set(PRIOR_SIZE_SETTINGS.values()) <= names
+    assert set(setting_spec.PRIOR_SIZE_SETTINGS) == set(prior_field.metadata["choices"]) - {
+        "standard"
+    }
+    assert set(setting_spec.PRIOR_SIZE_SETTINGS.values()) <= names
+
+
+def test_the_flags_offer_the_spec_tuples_themselves():
+    parser = Parser(prog="vaelab train")
+    add_train_arguments(parser)
+    actions = {a.dest: a for a in parser._actions}
+    assert actions["recon"].choices is setting_spec.RECON_CHOICES
+    assert actions["binarize"].choices is setting_spec.BINARIZE_CHOICES
+    assert actions["device"].choices is setting_spec.DEVICE_CHOICES
+    assert actions["precision"].choices is setting_spec.PRECISION_CHOICES
+    assert actions["objective"].choices is setting_spec.OBJECTIVE_CHOICES
+    for field in CHOICE_FIELDS:
+        assert actions[field.name].choices is field.metadata["choices"]

@@ -29,7 +29,7 @@ from vaelab.models.base import LOGVAR_MAX, LOGVAR_MIN, LatentModel
 from vaelab.setting_spec import ACTIVATION_CHOICES, check_choice
 from vaelab.setting_values import hidden_list, stored_hidden
 
-# --activation's layers; the names are vaelab.config.ACTIVATION_CHOICES
+# --activation's layers; the names are vaelab.setting_spec.ACTIVATION_CHOICES
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
