@@ -132,7 +132,7 @@ def draw(rows: list[dict], path: Path) -> None:
     # others into a sliver: the axis stops TOP_SPAN nats above the lowest NLL and a row
     # beyond it is drawn at the edge with its value.
     top = min(r["nll"] for r in rows) + TOP_SPAN
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(9, 5))
     off_scale: dict[float, int] = {}  # labels already at each budget: stack, not overlap
     for name in sorted({series(r) for r in rows}):
         mine = sorted((r for r in rows if series(r) == name), key=lambda r: r["minutes"])
@@ -142,6 +142,7 @@ def draw(rows: list[dict], path: Path) -> None:
             yerr=[(r["nll_se"] or 0) if r["nll"] <= top else 0 for r in mine],
             marker="o",
             capsize=3,
+            ls="--" if mine[0]["cores"] == 1 else "-",  # one core: dashed
             label=name,
         )
         for r in (r for r in mine if r["nll"] > top):
@@ -163,7 +164,7 @@ def draw(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("training budget (minutes, wall clock)")
     ax.set_ylabel("test NLL, K = 5000 (nats)")
     ax.set_title("Dynamically binarised MNIST: NLL per minute of CPU training")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -61,15 +61,16 @@ PRESETS: dict[str, Preset] = {
             "VAE, 1 stochastic layer: 784-200-200-(50) tanh, ELBO",
             f"{BURDA_SOURCE}: 86.76 nats",
             "not run here for its 3280 epochs (9.6 h of one core); its schedule squeezed into "
-            "5 minutes of one core: 98.27 nats (docs/results.md)",
+            "both cores of a 2-core AMD EPYC: 95.36 nats in 5 minutes, 91.13 in 15, 89.18 in "
+            "30 (docs/results.md)",
             {**BURDA_ONE_LAYER, **BURDA_RECIPE},
         ),
         Preset(
             "burda-iwae-k50",
             "IWAE, 1 stochastic layer, k = 50: the burda-vae network on the k = 50 bound",
             f"{BURDA_SOURCE}: 84.78 nats",
-            "not run here for its 3280 epochs; its schedule squeezed into 5 minutes of one "
-            "core: 122.98 nats after 3 epochs (docs/results.md)",
+            "not run here for its 3280 epochs; its schedule squeezed into both cores of a "
+            "2-core AMD EPYC: 109.82 nats in 5 minutes, 98.36 in 15 (docs/results.md)",
             {**BURDA_ONE_LAYER, **BURDA_RECIPE, "objective": "iwae", "iw_k": 50},
         ),
         Preset(
@@ -84,8 +85,8 @@ PRESETS: dict[str, Preset] = {
             "burda-iwae-2l-k50",
             "IWAE, 2 stochastic layers (vae-2l), k = 50",
             f"{BURDA_SOURCE}: 82.90 nats",
-            "not run here for its 3280 epochs; its schedule squeezed into 5 minutes of one "
-            "core: 130.04 nats (docs/results.md)",
+            "not run here for its 3280 epochs; its schedule squeezed into both cores of a "
+            "2-core AMD EPYC: 118.50 nats in 5 minutes, 104.15 in 15 (docs/results.md)",
             {"model": "vae-2l", **BURDA_RECIPE, "objective": "iwae", "iw_k": 50},
         ),
         Preset(
