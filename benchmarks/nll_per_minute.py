@@ -134,15 +134,21 @@ def draw(rows: list[dict], path: Path) -> None:
     top = min(r["nll"] for r in rows) + TOP_SPAN
     fig, ax = plt.subplots(figsize=(9, 5))
     off_scale: dict[float, int] = {}  # labels already at each budget: stack, not overlap
+    # a recipe keeps its colour on one core and on two; one core is dashed, hollow marks
+    recipes = sorted({recipe(r) for r in rows})
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(recipes)}
     for name in sorted({series(r) for r in rows}):
         mine = sorted((r for r in rows if series(r) == name), key=lambda r: r["minutes"])
+        one_core = mine[0]["cores"] == 1
         line = ax.errorbar(
             [r["minutes"] for r in mine],
             [min(r["nll"], top) for r in mine],
             yerr=[(r["nll_se"] or 0) if r["nll"] <= top else 0 for r in mine],
             marker="o",
             capsize=3,
-            ls="--" if mine[0]["cores"] == 1 else "-",  # one core: dashed
+            color=colours[recipe(mine[0])],
+            ls="--" if one_core else "-",
+            mfc="white" if one_core else None,
             label=name,
         )
         for r in (r for r in mine if r["nll"] > top):
