@@ -305,8 +305,7 @@ def test_the_live_panels_random_z_is_a_draw_of_the_learned_prior(browser, vamp_r
     assert start == pytest.approx(run.model.prior_mean().tolist(), abs=1e-6)
     drawn = live.decoder_payload(run)[0]["prior_samples"]
     panel.page.click("#live-random")
-    panel.page.wait_for_function("(s) => window.vaelabLive.z.some((v, j) => v !== s[j])", arg=start)
-    panel.page.wait_for_timeout(100)
+    panel.wait_drawn("(s) => window.vaelabLive.z.some((v, j) => v !== s[j])", start)
     z = panel.z()
     assert z in drawn
     np.testing.assert_allclose(panel.pixels(), python_decode(vamp_run, z), atol=TOLERANCE)

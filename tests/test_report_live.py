@@ -143,12 +143,17 @@ class Panel:
         return np.array(self.page.evaluate(js)) / 255
 
     def wait_for_z(self, dim: int, value: float) -> None:
+        self.wait_drawn("([j, v]) => Math.abs(window.vaelabLive.z[j] - v) < 1e-9", [dim, value])
+
+    def wait_drawn(self, condition: str = "() => true", arg=None) -> None:
+        """Wait until `condition` holds and the change it waits for is on screen.
+
+        A change decodes on the next animation frame, which a loaded machine may delay
+        by far more than any fixed sleep: the page says when it has drawn.
+        """
         self.page.wait_for_function(
-            "([j, v]) => Math.abs(window.vaelabLive.z[j] - v) < 1e-9 &&"
-            " document.getElementById('live-z').textContent.length > 0",
-            arg=[dim, value],
+            f"(arg) => ({condition})(arg) && window.vaelabLive.drawn", arg=arg
         )
-        self.page.wait_for_timeout(100)  # the decode runs on the next animation frame
 
 
 def test_sliders_and_map_decode_like_python_from_a_file_url(browser, runs, reports):
@@ -170,8 +175,7 @@ def test_sliders_and_map_decode_like_python_from_a_file_url(browser, runs, repor
     assert np.abs(panel.canvas() - expected).max() < TOLERANCE + 1 / 255  # what is drawn
 
     panel.page.locator("#live-map").click(position={"x": 60, "y": 250})  # lower left
-    panel.page.wait_for_function("window.vaelabLive.z[0] < 0 && window.vaelabLive.z[1] < 0")
-    panel.page.wait_for_timeout(100)
+    panel.wait_drawn("() => window.vaelabLive.z[0] < 0 && window.vaelabLive.z[1] < 0")
     clicked = panel.z()
     np.testing.assert_allclose(panel.pixels(), python_decode(run, clicked), atol=TOLERANCE)
     ARTIFACTS.mkdir(exist_ok=True)
@@ -197,7 +201,7 @@ def test_continuous_bernoulli_means_and_every_slider(browser, runs, reports):
     logits = load_run(runs["d5"]).model.decode_logits(torch.tensor([z])).detach()[0].numpy()
     assert np.abs(1 / (1 + np.exp(-logits)) - expected).max() > 5 * TOLERANCE
     panel.page.click("#live-reset")
-    panel.page.wait_for_function("window.vaelabLive.z.every((v) => v === 0)")
+    panel.wait_drawn("() => window.vaelabLive.z.every((v) => v === 0)")
     assert re.search(r"z = the prior mean", panel.page.text_content("#live-z"))
     ARTIFACTS.mkdir(exist_ok=True)
     panel.page.screenshot(path=str(ARTIFACTS / "report-live-d5.png"), full_page=True)
@@ -213,7 +217,7 @@ def test_a_conditional_run_decodes_with_the_picked_label(browser, runs, reports)
     as_zero = panel.pixels()
     np.testing.assert_allclose(as_zero, python_decode(run, panel.z(), 0), atol=TOLERANCE)
     picker.select_option("7")
-    panel.page.wait_for_timeout(200)  # the decode runs on the next animation frame
+    panel.wait_drawn()
     as_seven = panel.pixels()
     assert np.abs(as_seven - as_zero).sum() > 1.0  # the label changed the picture
     np.testing.assert_allclose(as_seven, python_decode(run, panel.z(), 7), atol=TOLERANCE)

@@ -215,9 +215,11 @@
     ctx.lineWidth = 1;
   }
 
-  // For tests and the curious: window.vaelabLive.decode(z) and the last decoded pixels.
+  // For tests and the curious: window.vaelabLive.decode(z), the last decoded pixels, and
+  // `drawn`: false while a change waits for its animation frame, true once it is on screen.
   window.vaelabLive = {
     decode, setZ, get z() { return state.z.slice(); }, get pixels() { return state.pixels; },
+    get drawn() { return !state.pending; },
     activate: (name, values) => values.map(ACTIVATIONS[name]),
   };
   update();
