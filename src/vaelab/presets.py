@@ -62,7 +62,7 @@ PRESETS: dict[str, Preset] = {
             f"{BURDA_SOURCE}: 86.76 nats",
             "not run here for its 3280 epochs (9.6 h of one core); its schedule squeezed into "
             "both cores of a 2-core AMD EPYC: 95.36 nats in 5 minutes, 91.13 in 15, 89.18 in "
-            "30 (docs/results.md)",
+            "30, 88.18 in 60 (docs/results.md)",
             {**BURDA_ONE_LAYER, **BURDA_RECIPE},
         ),
         Preset(
@@ -70,7 +70,8 @@ PRESETS: dict[str, Preset] = {
             "IWAE, 1 stochastic layer, k = 50: the burda-vae network on the k = 50 bound",
             f"{BURDA_SOURCE}: 84.78 nats",
             "not run here for its 3280 epochs; its schedule squeezed into both cores of a "
-            "2-core AMD EPYC: 109.82 nats in 5 minutes, 98.36 in 15 (docs/results.md)",
+            "2-core AMD EPYC: 109.82 nats in 5 minutes, 98.36 in 15, 92.09 in 30 "
+            "(docs/results.md)",
             {**BURDA_ONE_LAYER, **BURDA_RECIPE, "objective": "iwae", "iw_k": 50},
         ),
         Preset(
