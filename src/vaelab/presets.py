@@ -78,9 +78,9 @@ PRESETS: dict[str, Preset] = {
             "burda-vae-2l",
             "VAE, 2 stochastic layers (100, 50 units; vae-2l), ELBO",
             f"{BURDA_SOURCE}: 85.33 nats",
-            "not run here for its 3280 epochs; its schedule squeezed into 5 minutes: 105.17 "
-            "nats on one core; on both cores of a 2-core AMD EPYC 102.58 in 5 minutes, "
-            "92.52 in 15 (docs/results.md)",
+            "not run here for its 3280 epochs; its schedule squeezed into the budget: 105.17 "
+            "nats in 5 minutes of one core; on both cores of a 2-core AMD EPYC 102.58 in 5 "
+            "minutes, 92.52 in 15 (docs/results.md)",
             {"model": "vae-2l", **BURDA_RECIPE},
         ),
         Preset(
