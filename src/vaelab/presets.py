@@ -88,8 +88,8 @@ PRESETS: dict[str, Preset] = {
             "IWAE, 2 stochastic layers (vae-2l), k = 50",
             f"{BURDA_SOURCE}: 82.90 nats",
             "not run here for its 3280 epochs; its schedule squeezed into both cores of a "
-            "2-core AMD EPYC: 118.50 nats in 5 minutes, 104.15 in 15, 94.57 in 30 "
-            "(docs/results.md)",
+            "2-core AMD EPYC: 118.50 nats in 5 minutes, 104.15 in 15, 94.57 in 30, 90.20 in "
+            "60 (docs/results.md)",
             {"model": "vae-2l", **BURDA_RECIPE, "objective": "iwae", "iw_k": 50},
         ),
         Preset(
