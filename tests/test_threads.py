@@ -214,6 +214,52 @@ def test_the_calibration_choice_prefers_fewer_threads_and_the_short_spin():
     assert C.choose({(1, 1000): 1.0, (2, 1000): 0.7, (4, 1000): 0.69}) == (2, 1000)
 
 
+class ScriptedChild:
+    """A timing child whose step takes the seconds ``timing(threads, call)`` gives."""
+
+    def __init__(self, timing, log):
+        self.timing, self.log = timing, log
+
+    def read(self, deadline):
+        return "ready cpu"
+
+    def ask(self, threads, steps, deadline):
+        self.log.append(threads)
+        return self.timing(threads, len(self.log))
+
+
+def scripted_calibration(monkeypatch, timing):
+    monkeypatch.setattr(C, "CONFIRM_PAUSE", 0.0)
+    log: list[int] = []
+    children = {spin: ScriptedChild(timing, log) for spin in (T.SPIN_LOW, T.SPIN_HIGH)}
+    return C._calibrate(children, cores=2), log
+
+
+def test_a_disturbed_window_is_measured_again_before_fewer_threads_are_cached(monkeypatch):
+    # the first window's 2-thread steps are slowed (as on 2026-12-05), the second is quiet
+    def timing(threads, call):
+        if call == 1:
+            return 0.006  # the first one-thread step, which sizes the windows
+        return 0.006 if threads == 1 else (0.0073 if call <= 22 else 0.0040)
+
+    entry, log = scripted_calibration(monkeypatch, timing)
+    assert entry["windows"] == 2 and (entry["threads"], entry["spin"]) == (2, T.SPIN_LOW)
+    assert entry["seconds_per_step"]["2 threads, spin 1000"] == 0.004
+    assert len(log) == 1 + 2 * 3 * entry["rounds"]
+
+
+def test_fewer_threads_stay_chosen_when_every_window_agrees(monkeypatch):
+    entry, log = scripted_calibration(monkeypatch, lambda threads, call: 0.004 * threads)
+    assert entry["windows"] == C.MAX_WINDOWS and entry["threads"] == 1
+    assert len(log) == 1 + C.MAX_WINDOWS * 3 * entry["rounds"]
+
+
+def test_a_choice_of_every_core_needs_one_window(monkeypatch):
+    entry, log = scripted_calibration(monkeypatch, lambda threads, call: 0.006 / threads)
+    assert entry["windows"] == 1 and entry["threads"] == 2
+    assert len(log) == 1 + 3 * entry["rounds"]
+
+
 # ------------------------------------------------------------------- the command line
 @pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
 def test_bad_threads_exit_2(capsys, value):
@@ -285,6 +331,18 @@ def test_recalibrate_runs_the_real_step_in_child_processes(capsys, monkeypatch, 
     code, out, err = call_cli(capsys, *tiny_train(tiny_npz, tmp_path / "b"))
     assert code == 0, err
     assert "calibrated, cached" in out and f"best {entry['threads']}" in out
+
+
+@pytest.mark.skipif(
+    T.available_cores() < 2, reason="one core allowed (taskset): one thread, nothing to calibrate"
+)
+def test_a_time_budget_run_with_a_share_of_run_warm_up_calibrates(tiny_npz):
+    """The `vamp` preset's kind of run (--time-budget, --kl-warmup 5%: no epochs to count
+    the warm-up in) once made the timing children fail, and the run fell back to defaults."""
+    settings = {"dataset": str(tiny_npz), "latent_dim": 2, "hidden": 8, "time_budget": 1.0,
+                "epochs": None, "kl_warmup": "5%"}  # fmt: skip
+    entry = C.calibrate(settings, 2)
+    assert entry is not None and entry["threads"] in (1, 2) and entry["seconds_per_step"]
 
 
 def test_the_command_sets_the_cached_spin_before_torch_loads(tmp_path):
