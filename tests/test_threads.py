@@ -151,6 +151,38 @@ def test_recalibrate_measures_again_and_replaces_the_cached_choice(two_cores):
     assert plan(two_cores, Calibrator()).threads == 1  # the new choice is cached
 
 
+def test_a_cached_choice_of_fewer_threads_is_measured_again_by_the_next_run(two_cores):
+    """A first calibration caught in a spell (one thread looked faster) is measured again
+    by the next run; each setting keeps its faster time, and the merged choice is cached
+    for good."""
+    spell = Calibrator({"threads": 1, "spin": T.SPIN_LOW, "seconds_per_step": {
+        "1 threads, spin 1000": 0.0061, "2 threads, spin 1000": 0.0073,
+        "2 threads, spin 300000": 0.0063}})  # fmt: skip
+    first = plan(two_cores, spell)
+    assert spell.calls == 1 and (first.threads, first.best) == (1, None)
+    quiet = Calibrator({"threads": 2, "spin": T.SPIN_HIGH, "seconds_per_step": {
+        "1 threads, spin 1000": 0.0062, "2 threads, spin 1000": 0.0043,
+        "2 threads, spin 300000": 0.0038}})  # fmt: skip
+    second = plan(two_cores, quiet)
+    assert quiet.calls == 1 and "calibrated again to confirm" in second.line
+    assert (second.threads, second.best, second.spin) == (2, 2, T.SPIN_HIGH)
+    third = plan(two_cores, quiet)
+    assert quiet.calls == 1 and "calibrated, cached" in third.line and third.threads == 2
+
+
+def test_fewer_threads_confirmed_by_a_second_run_or_chosen_by_recalibrate_stay(two_cores):
+    one_thread = {"threads": 1, "spin": T.SPIN_LOW}
+    calibrator = Calibrator(one_thread)
+    plan(two_cores, calibrator), plan(two_cores, calibrator)  # measured, then confirmed
+    assert plan(two_cores, calibrator).threads == 1 and calibrator.calls == 2
+    plan(two_cores, calibrator, recalibrate=True)  # the user's own choice
+    assert plan(two_cores, calibrator).threads == 1 and calibrator.calls == 3
+    busy = Calibrator(one_thread)
+    plan(two_cores, busy, settings={**LECTURE, "hidden": 100})
+    plan(two_cores, busy, settings={**LECTURE, "hidden": 100}, others=1.0)  # not now
+    assert busy.calls == 1
+
+
 def test_busy_cores_at_start_mean_fewer_threads_and_no_calibration(two_cores):
     calibrator = Calibrator()
     busy = plan(two_cores, calibrator, others=1.7)
@@ -252,6 +284,13 @@ def test_fewer_threads_stay_chosen_when_every_window_agrees(monkeypatch):
     entry, log = scripted_calibration(monkeypatch, lambda threads, call: 0.004 * threads)
     assert entry["windows"] == C.MAX_WINDOWS and entry["threads"] == 1
     assert len(log) == 1 + C.MAX_WINDOWS * 3 * entry["rounds"]
+
+
+def test_a_window_far_over_its_budget_is_not_measured_again(monkeypatch):
+    # threads collapsing under other processes' work: fewer threads are the right choice
+    monkeypatch.setattr(C, "SLOW_WINDOW", 0.0)
+    entry, _ = scripted_calibration(monkeypatch, lambda threads, call: 0.004 * threads)
+    assert entry["windows"] == 1 and entry["threads"] == 1
 
 
 def test_a_choice_of_every_core_needs_one_window(monkeypatch):

@@ -200,8 +200,14 @@ def plan_threads(
                 if entry is None:
                     entry = _measure(settings, cores, busy, calibrate)
                     how = "calibrated now" if entry else "calibration failed"
+                    if entry and recalibrate:
+                        entry = {**entry, "confirmed": True}  # the user's own choice
                     if entry:
                         store_calibration(path, key, entry)
+    later_run = entry is not None and how == "calibrated, cached"
+    if later_run and needs_confirming(entry, cores) and long_enough(settings):
+        if busy < QUIET_CORES:
+            entry, how = _confirm(settings, cores, busy, calibrate, path, key, entry)
     if entry and entry.get("device") == "cuda":
         return ThreadPlan(None, None, spin_low, "threads: torch's default (training on a GPU)")
     best = entry["threads"] if entry else cores
@@ -216,13 +222,61 @@ def plan_threads(
     return ThreadPlan(start, best if best > 1 else None, spin, line)
 
 
+def needs_confirming(entry: Mapping[str, Any], cores: int) -> bool:
+    """Whether a cached choice of fewer threads than cores is still to be measured again
+    by a later run: one calibration can fall in a spell of a virtual machine whose threads
+    work together badly for minutes (docs/benchmarks.md, "Spells"), and its choice would
+    slow every run after it. A choice from --recalibrate is the user's: kept as it is.
+
+    Examples:
+        >>> needs_confirming({"threads": 1, "spin": 1000}, 2)
+        True
+        >>> needs_confirming({"threads": 1, "spin": 1000, "confirmed": True}, 2)
+        False
+        >>> needs_confirming({"threads": 2, "spin": 1000}, 2)
+        False
+    """
+    fewer = isinstance(entry.get("threads"), int) and entry["threads"] < cores
+    return fewer and entry.get("device") != "cuda" and not entry.get("confirmed")
+
+
+def _confirm(
+    settings: Mapping[str, Any],
+    cores: int,
+    busy: float,
+    calibrate: Calibrate | None,
+    path: Path,
+    key: str,
+    entry: dict,
+) -> tuple[dict, str]:
+    """Measure a cached choice of fewer threads again (``needs_confirming``) and cache the
+    merged result; (entry, how the plan line tells it)."""
+    from vaelab.training.calibrate import confirmed
+
+    with calibration_lock(path):
+        current = cached_calibration(path, key)  # another run may have confirmed it
+        if current is not None and not needs_confirming(current, cores):
+            return current, "calibrated, cached"
+        why = f"again: a run before chose {entry['threads']} thread(s), to be confirmed"
+        fresh = _measure(settings, cores, busy, calibrate, why)
+        if fresh is None:
+            return entry, "calibrated, cached"
+        entry = confirmed(current or entry, fresh)
+        store_calibration(path, key, entry)
+    return entry, "calibrated again to confirm fewer threads"
+
+
 def _measure(
-    settings: Mapping[str, Any], cores: int, busy: float, calibrate: Calibrate | None
+    settings: Mapping[str, Any],
+    cores: int,
+    busy: float,
+    calibrate: Calibrate | None,
+    why: str = "once, cached",
 ) -> dict | None:
     if calibrate is None:
         from vaelab.training.calibrate import calibrate
     print(
-        f"vaelab: calibrating threads for this CPU and model ({cores} cores; once, cached)",
+        f"vaelab: calibrating threads for this CPU and model ({cores} cores; {why})",
         file=sys.stderr,
         flush=True,
     )
