@@ -98,8 +98,9 @@ PRESETS: dict[str, Preset] = {
             "best of a 10,000-image validation hold-out",
             "Tomczak & Welling 2018, 'VAE with a VampPrior' (their MLP has gated layers): "
             "85.57 nats",
-            "not run here for its 2000 epochs; its schedule squeezed into 5 minutes of one "
-            "core: 161.04 nats after 10 epochs (docs/results.md)",
+            "not run here for its 2000 epochs; its schedule squeezed into the budget on both "
+            "cores of a 2-core AMD EPYC: 144.05 nats in 5 minutes, 96.96 in 15 (one core, 5 "
+            "minutes: 161.04; docs/results.md)",
             {
                 "model": "vae",
                 "hidden": [300, 300],
