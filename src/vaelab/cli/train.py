@@ -97,8 +97,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         metavar="auto|N",
         help="CPU threads: auto (default) measures the fastest count and OpenMP spin for "
-        "this CPU and model once (cached) and uses fewer while other processes need the "
-        "cores; N: exactly N. OMP_NUM_THREADS / GOMP_SPINCOUNT in the environment win",
+        "this CPU and model once (cached; a choice of fewer threads than cores is measured "
+        "once more by the next run) and uses fewer while other processes need the cores; "
+        "N: exactly N. OMP_NUM_THREADS / GOMP_SPINCOUNT in the environment win",
     )
     o.add_argument(
         "--recalibrate",
