@@ -392,8 +392,8 @@ def test_the_command_sets_the_cached_spin_before_torch_loads(tmp_path):
     shape = calibration_cache.step_shape({})
     key = calibration_cache.cache_key(cpu, flags, T.available_cores(), T.torch_version(), shape)
     calibration_cache.store_calibration(
-        cache / "vaelab" / "threads.json", key, {"threads": 1, "spin": 300000}
-    )
+        cache / "vaelab" / "threads.json", key, {"threads": 1, "spin": 300000, "confirmed": True}
+    )  # confirmed: else this run would measure the 1-thread choice again
     code = (
         "import os, sys, vaelab.cli\n"
         "assert vaelab.cli.main(['train', '--resume', sys.argv[1]]) == 2\n"
