@@ -110,8 +110,20 @@ def fastest_medians(
 
 
 def setting_label(threads: int, spin: int) -> str:
-    """How a cache entry's ``seconds_per_step`` names a setting."""
+    """How a cache entry's ``seconds_per_step`` names a setting (``parse_setting_label``
+    reads it back)."""
     return f"{threads} threads, spin {spin}"
+
+
+def parse_setting_label(label: str) -> tuple[int, int]:
+    """(threads, spin) from ``setting_label``'s text.
+
+    Examples:
+        >>> parse_setting_label(setting_label(2, 300000))
+        (2, 300000)
+    """
+    threads, spin = re.fullmatch(r"(\d+) threads, spin (\d+)", label).groups()
+    return int(threads), int(spin)
 
 
 def confirmed(cached: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict:
@@ -134,12 +146,10 @@ def confirmed(cached: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict:
         for label, t in (fresh.get("seconds_per_step") or {}).items()
     }
     entry = {**fresh, "seconds_per_step": times, "confirmed": True}
-    settings = {}
-    for label, t in times.items():
-        threads, spin = re.fullmatch(r"(\d+) threads, spin (\d+)", label).groups()
-        settings[int(threads), int(spin)] = t
-    if settings:
-        entry["threads"], entry["spin"] = choose(settings)
+    if times:
+        entry["threads"], entry["spin"] = choose(
+            {parse_setting_label(label): t for label, t in times.items()}
+        )
     return entry
 
 
@@ -243,17 +253,16 @@ def _calibrate(children: dict[int, Child], cores: int) -> dict:
     steps = max(1, min(50, round(MEASURE_SECONDS / step)))
     rounds = max(3, min(7, int(BUDGET_SECONDS / (len(options) * steps * step))))
     deadline = time.monotonic() + 20 * MAX_WINDOWS * BUDGET_SECONDS  # a machine 20x slower
-    start = time.monotonic()
-    windows = [_window(children, options, rounds, steps, deadline)]
-    medians, took = windows[0], time.monotonic() - start
+    medians, took = _window(children, options, rounds, steps, deadline)
+    windows = [medians]
     # Fewer threads must hold again, unless the window ran far over its budget: threads
     # collapsing under other work, for which fewer threads are right (and the governor
     # follows the load anyway).
     while choose(medians)[0] < cores and len(windows) < MAX_WINDOWS and took < SLOW_WINDOW:
         time.sleep(CONFIRM_PAUSE * len(windows))
-        start = time.monotonic()
-        windows.append(_window(children, options, rounds, steps, deadline))
-        medians, took = fastest_medians(windows), time.monotonic() - start
+        window, took = _window(children, options, rounds, steps, deadline)
+        windows.append(window)
+        medians = fastest_medians(windows)
     threads, spin = choose(medians)
     return {
         "threads": threads,
@@ -271,14 +280,15 @@ def _window(
     rounds: int,
     steps: int,
     deadline: float,
-) -> dict[tuple[int, int], float]:
+) -> tuple[dict[tuple[int, int], float], float]:
     """Each candidate's median seconds per step over ``rounds`` rounds, visited in a
-    rotating order."""
+    rotating order, and the seconds the window took."""
+    start = time.monotonic()
     times: dict[tuple[int, int], list[float]] = {c: [] for c in options}
     for r in range(rounds):
         for threads, spin in options[r % len(options) :] + options[: r % len(options)]:
             times[threads, spin].append(children[spin].ask(threads, steps, deadline))
-    return {c: statistics.median(t) for c, t in times.items()}
+    return {c: statistics.median(t) for c, t in times.items()}, time.monotonic() - start
 
 
 # ------------------------------------------------------------------- the child's side

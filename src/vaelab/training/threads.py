@@ -185,7 +185,7 @@ def plan_threads(
     cpu, flags = cpu_description()
     key = cache_key(cpu, flags, cores, torch_version(), step_shape(settings))
     path = cache or cache_path()
-    entry, how = None, "not calibrated"
+    entry, how, measured_now = None, "not calibrated", False
     if not recalibrate:
         entry, how = cached_calibration(path, key), "calibrated, cached"
     if entry is None and cores > 1:
@@ -198,16 +198,20 @@ def plan_threads(
                 entry = None if recalibrate else cached_calibration(path, key)
                 how = "calibrated, cached"
                 if entry is None:
-                    entry = _measure(settings, cores, busy, calibrate)
+                    entry, measured_now = _measure(settings, cores, busy, calibrate), True
                     how = "calibrated now" if entry else "calibration failed"
-                    if entry and recalibrate:
-                        entry = {**entry, "confirmed": True}  # the user's own choice
                     if entry:
+                        if recalibrate:  # the user's own choice: not measured again
+                            entry = {**entry, "confirmed": True}
                         store_calibration(path, key, entry)
-    later_run = entry is not None and how == "calibrated, cached"
-    if later_run and needs_confirming(entry, cores) and long_enough(settings):
-        if busy < QUIET_CORES:
-            entry, how = _confirm(settings, cores, busy, calibrate, path, key, entry)
+    later_run = entry is not None and not measured_now  # read from the cache
+    if (
+        later_run
+        and needs_confirming(entry, cores)
+        and long_enough(settings)
+        and busy < QUIET_CORES
+    ):
+        entry, how = _confirm(settings, cores, busy, calibrate, path, key, entry)
     if entry and entry.get("device") == "cuda":
         return ThreadPlan(None, None, spin_low, "threads: torch's default (training on a GPU)")
     best = entry["threads"] if entry else cores
