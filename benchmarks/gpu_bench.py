@@ -9,7 +9,8 @@ time (process start to exit) and the training seconds from metrics.jsonl:
   on one GPU) and ``--precision bf16``;
 - ``vaelab evaluate`` with K = 5000 importance samples on the 10,000 test images (no
   sample scores): the likelihood seconds it reports;
-- ``--nproc 2`` (DDP over NCCL) where there are two GPUs; on one GPU the row says so.
+- ``--nproc 2`` (DDP over NCCL) where there are two GPUs; on one GPU, where NCCL cannot
+  put two ranks, ``--nproc 2 --device cuda`` and its one-line refusal (exit code 2).
 
 Targets (issue 18): the 10 epochs in < 1 s of training on one H200, the evaluation in
 < 10 s. Writes DIR/gpu.json and DIR/gpu.md. ``--device cpu --epochs 1 --n-eval 200``
@@ -117,8 +118,13 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         if torch.cuda.device_count() >= 2:
             rows.append(train_row("ddp-2", ["--nproc", "2"], args, tmp, log))
-        else:
-            rows.append({"row": "ddp-2", "skipped": "one GPU: NCCL needs a GPU per rank"})
+        else:  # NCCL cannot put two ranks on one GPU: refused in one line, before any rank
+            cmd = ["train", "--nproc", "2", "--device", "cuda", "--out", str(tmp / "ddp-2")]
+            code, wall, tail = vaelab(*cmd, "--quiet", log=log)
+            rows.append(
+                {"row": "ddp-2 on one GPU (refused)", "command": "vaelab " + " ".join(cmd),
+                 "exit": code, "expected_exit": 2, "wall_s": wall, "message": tail}
+            )  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     (args.out / "gpu.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     lines = [
@@ -128,9 +134,6 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if "skipped" in r:
-            lines.append(f"| {r['row']} | skipped: {r['skipped']} | | | | |")
-            continue
         loss = r.get("test_loss", r.get("nll_iwae"))
         cells = [r.get("train_s"), r.get("eval_s"), loss]
         text = ["" if v is None else f"{v:.2f}" for v in cells]
@@ -142,7 +145,7 @@ def main() -> None:
     )
     (args.out / "gpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    sys.exit(0 if all(r.get("exit", 0) == 0 for r in rows) else 1)
+    sys.exit(0 if all(r.get("exit", 0) == r.get("expected_exit", 0) for r in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from conftest import assert_one_line_error, call_cli, run_cli
 from vaelab.config import TrainConfig
-from vaelab.errors import VaelabError
+from vaelab.errors import SettingError, VaelabError
 from vaelab.run import RunPaths, load_run, read_metrics
 from vaelab.training.distributed import World, rank_slice, strip_nproc, world_from_env
 from vaelab.training.loop import train
+from vaelab.training.step import select_device
 
 SUBSET = ["--limit", "3000", "--batch-size", "100", "--epochs", "1", "--quiet"]
 
@@ -37,6 +38,38 @@ def test_world_comes_from_torchruns_environment(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     world = world_from_env()
     assert world == World(3, 4, 1) and world.distributed and not world.is_main
+
+
+def test_ranks_use_gpus_only_when_there_is_one_each(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(SettingError, match="sees no CUDA GPU"):
+        select_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert select_device("auto") == torch.device("cuda")
+    assert select_device("auto", World(1, 2, 1), local_size=2) == torch.device("cuda", 1)
+    assert select_device("auto", World(2, 3, 2), local_size=3) == torch.device("cpu")
+    with pytest.raises(SettingError, match="3 processes on this machine needs 3 GPUs"):
+        select_device("cuda", World(0, 3, 0), local_size=3)
+    assert select_device("cpu", World(0, 3, 0), local_size=3) == torch.device("cpu")
+    # torchrun says how many ranks share this machine
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert select_device("auto", World(5, 8, 1)) == torch.device("cpu")
+
+
+def test_too_few_gpus_for_the_ranks_is_refused_before_any_process_starts(
+    capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    run = tmp_path / "r"
+    code, _, err = call_cli(
+        capsys, "train", "--nproc", "2", "--device", "cuda", "--out", str(run), *SUBSET
+    )
+    assert_one_line_error(code, err, match="2 processes on this machine needs 2 GPUs")
+    assert not run.exists()
 
 
 def test_strip_nproc_removes_both_spellings():

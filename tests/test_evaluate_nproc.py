@@ -9,10 +9,8 @@ import torch
 from conftest import assert_one_line_error, call_cli, run_cli
 from vaelab.checksums import read_json
 from vaelab.config import TrainConfig
-from vaelab.errors import SettingError
-from vaelab.evaluation.evaluate import evaluate_run, evaluation_device
+from vaelab.evaluation.evaluate import evaluate_run
 from vaelab.lock import RunLock
-from vaelab.training.distributed import World
 from vaelab.training.loop import train
 
 # 150 test images: one full group of NOISE_GROUP = 100 for rank 0, half a group for rank 1
@@ -77,7 +75,7 @@ def test_bad_nproc_is_refused(capsys, finished_cli_run, value):
     assert not (finished_cli_run / "eval.json").exists()
 
 
-def test_bad_arguments_are_refused_before_any_process_starts(capsys, finished_cli_run):
+def test_bad_arguments_are_refused_before_any_process_starts(capsys, finished_cli_run, monkeypatch):
     code, _, err = call_cli(
         capsys, "evaluate", str(finished_cli_run), "--nproc", "2", "--split", "valid"
     )
@@ -87,16 +85,9 @@ def test_bad_arguments_are_refused_before_any_process_starts(capsys, finished_cl
     with RunLock(finished_cli_run):  # a run another process is writing
         code, _, err = call_cli(capsys, "evaluate", str(finished_cli_run), "--nproc", "2")
     assert_one_line_error(code, err, match="being written by another process")
-
-
-def test_ranks_use_gpus_only_when_there_is_one_each(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert evaluation_device("auto", World(1, 2, 1), local_size=2) == torch.device("cuda", 1)
-    assert evaluation_device("auto", World(2, 3, 2), local_size=3) == torch.device("cpu")
-    with pytest.raises(SettingError, match="3 processes on this machine needs 3 GPUs"):
-        evaluation_device("cuda", World(0, 3, 0), local_size=3)
-    assert evaluation_device("cpu", World(0, 3, 0), local_size=3) == torch.device("cpu")
-    # torchrun says how many ranks share this machine
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert evaluation_device("auto", World(5, 8, 1)) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a GPU for one rank of two
+    code, _, err = call_cli(
+        capsys, "evaluate", str(finished_cli_run), "--nproc", "2", "--device", "cuda"
+    )
+    assert_one_line_error(code, err, match="2 processes on this machine needs 2 GPUs")

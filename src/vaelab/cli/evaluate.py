@@ -101,16 +101,17 @@ def _launch_evaluation(args: argparse.Namespace) -> int:
     """``vaelab evaluate --nproc N ...``: the same command in N torch.distributed processes
     (``vaelab.training.distributed.launch``), after the checks that would otherwise fail
     in every rank at once."""
-    from vaelab.evaluation.evaluate import check_arguments, evaluation_device
+    from vaelab.evaluation.evaluate import check_arguments
     from vaelab.lock import RunLock
     from vaelab.run import load_run
     from vaelab.training.distributed import World, launch, strip_nproc
+    from vaelab.training.step import select_device
 
     check_arguments(
         args.iw_samples, args.eval_batch_size, args.n_samples, args.binarize, args.split
     )
     load_run(args.run)
-    evaluation_device(args.device, World(0, args.nproc), local_size=args.nproc)
+    select_device(args.device, World(0, args.nproc), local_size=args.nproc)
     with RunLock(args.run):  # free now? (rank 0 takes it again for the whole evaluation)
         pass
     return launch(args.nproc, strip_nproc(args.argv))

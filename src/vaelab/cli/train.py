@@ -188,7 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if nproc > 1 and budget:
         raise VaelabError("--time-budget trains in one process for now; drop --nproc")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_processes(nproc, args.argv, given)
+        device = given.get("device") or (config.device if config is not None else None)
+        return _launch_processes(nproc, args.argv, given, device)
     main = world_from_env().is_main
     log = (lambda _msg: None) if quiet else print  # train() keeps other ranks quiet
     plan = getattr(args, "thread_plan", None)
@@ -239,12 +240,17 @@ def _bf16_note(settings: dict) -> None:
         print(note, file=sys.stderr)
 
 
-def _launch_processes(nproc: int, argv: list[str], given: dict) -> int:
-    """``vaelab train --nproc N ...``: the same command in N torch.distributed processes.
-    A new run without --out gets its timestamped folder here, so every rank names it."""
-    from vaelab.training.distributed import launch, strip_nproc
+def _launch_processes(nproc: int, argv: list[str], given: dict, device: str | None) -> int:
+    """``vaelab train --nproc N ...``: the same command in N torch.distributed processes,
+    after the device check that would otherwise fail in every rank at once (``device``:
+    the run's, None when a resumed run keeps its own). A new run without --out gets its
+    timestamped folder here, so every rank names it."""
+    from vaelab.training.distributed import World, launch, strip_nproc
     from vaelab.training.run_dir import default_run_dir
+    from vaelab.training.step import select_device
 
+    if device is not None:
+        select_device(device, World(0, nproc), local_size=nproc)
     argv = strip_nproc(argv)
     if "resume" not in given and "out" not in given:
         argv += ["--out", str(default_run_dir())]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +59,7 @@ from vaelab.training.distributed import (
     rank_slice,
     world_from_env,
 )
+from vaelab.training.step import select_device
 
 SPLITS = ("test", "train", "val")  # val: the run's --val-size hold-out
 PEER_LOST_GRACE_S = 5.0  # how long a rank whose peer went away waits before it fails
@@ -275,30 +275,6 @@ def evaluate_run(
     return result
 
 
-def evaluation_device(
-    name: str, world: World = World(), local_size: int | None = None
-) -> torch.device:
-    """The device of this rank (``select_device``), with one GPU for each of the
-    ``local_size`` ranks of this machine (torchrun's LOCAL_WORLD_SIZE) or none: ``auto``
-    uses the CPUs (gloo) when there are fewer GPUs than local ranks, and ``cuda`` is then
-    refused rather than sharing a GPU between NCCL ranks."""
-    from vaelab.training.step import select_device
-
-    if local_size is None:
-        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if local_size > 1 and 0 < gpus < local_size and name != "cpu":
-        if name == "cuda":
-            raise SettingError(
-                "{device} cuda with {n} processes on this machine needs {n} GPUs, PyTorch "
-                "sees {gpus}; use at most {gpus} processes or {device} cpu",
-                n=local_size,
-                gpus=gpus,
-            )
-        name = "cpu"
-    return select_device(name, world)
-
-
 def _evaluate(
     run: Run,
     iw_samples: int,
@@ -325,7 +301,7 @@ def _evaluate(
     mode = binarize or run.config.binarize
     x = split_images(scored, split, mode)[:n_images]
     binary = bool(((x == 0) | (x == 1)).all())
-    dev = evaluation_device(device, world)
+    dev = select_device(device, world)
     model = run.model.to(dev)
     labels = split_labels(scored, split)[:n_images] if model.conditional else None
     stochastic = model.stochastic

@@ -8,6 +8,7 @@ so that the epoch loop is the same few lines for every run: draw a batch, call t
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import Tensor, nn
@@ -21,14 +22,26 @@ from vaelab.training.ema import WeightAverage
 from vaelab.training.optim import Optimizer
 
 
-def select_device(name: str, world: World = World()) -> torch.device:
-    """cpu or cuda (``auto``: cuda when PyTorch sees a GPU); rank r of a job on GPUs takes
-    the GPU of its local rank."""
+def select_device(name: str, world: World = World(), local_size: int | None = None) -> torch.device:
+    """cpu or cuda (``auto``: cuda when PyTorch sees a GPU). Rank r of a job on GPUs takes
+    the GPU of its local rank, so a machine needs one GPU for each of its ``local_size``
+    ranks (torchrun's LOCAL_WORLD_SIZE, else the job's size): with fewer, ``auto`` uses the
+    CPUs (gloo) and ``cuda`` is refused rather than two NCCL ranks sharing a GPU."""
+    if local_size is None:
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if gpus and (local_size <= 1 or gpus >= local_size) else "cpu"
+    if name == "cuda" and not gpus:
         raise SettingError(
             "{device} cuda asked for, but PyTorch sees no CUDA GPU; use {device} cpu"
+        )
+    if name == "cuda" and local_size > 1 and gpus < local_size:
+        raise SettingError(
+            "{device} cuda with {n} processes on this machine needs {n} GPUs, PyTorch sees "
+            "{gpus}; use at most {gpus} processes or {device} cpu",
+            n=local_size,
+            gpus=gpus,
         )
     if name == "cuda" and world.distributed:
         return torch.device("cuda", world.local_rank)
