@@ -80,7 +80,7 @@ PRESETS: dict[str, Preset] = {
             f"{BURDA_SOURCE}: 85.33 nats",
             "not run here for its 3280 epochs; its schedule squeezed into the budget: 105.17 "
             "nats in 5 minutes of one core; on both cores of a 2-core AMD EPYC 102.58 in 5 "
-            "minutes, 92.52 in 15 (docs/results.md)",
+            "minutes, 92.52 in 15, 90.36 in 30 (docs/results.md)",
             {"model": "vae-2l", **BURDA_RECIPE},
         ),
         Preset(
