@@ -99,8 +99,8 @@ PRESETS: dict[str, Preset] = {
             "Tomczak & Welling 2018, 'VAE with a VampPrior' (their MLP has gated layers): "
             "85.57 nats",
             "not run here for its 2000 epochs; its schedule squeezed into the budget on both "
-            "cores of a 2-core AMD EPYC: 144.05 nats in 5 minutes, 96.96 in 15 (one core, 5 "
-            "minutes: 161.04; docs/results.md)",
+            "cores of a 2-core AMD EPYC: 144.05 nats in 5 minutes, 96.96 in 15, 89.60 in 30 "
+            "(one core, 5 minutes: 161.04; docs/results.md)",
             {
                 "model": "vae",
                 "hidden": [300, 300],
