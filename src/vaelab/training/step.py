@@ -31,12 +31,12 @@ def select_device(name: str, world: World = World(), local_size: int | None = No
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if name == "auto":
-        name = "cuda" if gpus and (local_size <= 1 or gpus >= local_size) else "cpu"
+        name = "cuda" if gpus >= max(local_size, 1) else "cpu"
     if name == "cuda" and not gpus:
         raise SettingError(
             "{device} cuda asked for, but PyTorch sees no CUDA GPU; use {device} cpu"
         )
-    if name == "cuda" and local_size > 1 and gpus < local_size:
+    if name == "cuda" and gpus < local_size:  # gpus >= 1 here
         raise SettingError(
             "{device} cuda with {n} processes on this machine needs {n} GPUs, PyTorch sees "
             "{gpus}; use at most {gpus} processes or {device} cpu",
